@@ -1,0 +1,105 @@
+"""Shared fixtures.
+
+`../shared/logs/` holds real darknet logs written by other people. They are never copied into
+this repository: tests read them in place. In a user's clone without `../shared` those tests
+skip with a message; under `CI=true` a missing `../shared` is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TRAINSUP_SHARED", ROOT.parent / "shared"))
+LOGS = SHARED / "logs"
+
+
+def _require(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path} (set TRAINSUP_SHARED to the shared/ folder)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg + " — CI must have ../shared", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def logs_dir() -> Path:
+    return _require(LOGS, "the shared darknet logs")
+
+
+@dataclass(frozen=True)
+class LogFacts:
+    """One row of INDEX_details.tsv: an independent reading of a shared log."""
+
+    file: str
+    iter_lines: int
+    first_iter: int | None
+    last_iter: int | None
+    decreases: int
+    nan_iter_lines: int
+    map_evals: int
+    best_map: float | None
+    best_map_iter: int | None
+    final_map: float | None
+    final_map_iter: int | None
+    map_series: tuple[tuple[int, float], ...]
+
+
+def _at(value: str) -> tuple[float | None, int | None]:
+    if not value:
+        return None, None
+    m, it = value.split("@")
+    return float(m), int(it)
+
+
+def read_index(logs: Path) -> list[LogFacts]:
+    rows = []
+    with (logs / "INDEX_details.tsv").open(newline="") as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            best, best_it = _at(r["best_map_eval(<=1)@iter"])
+            final, final_it = _at(r["final_map_eval@iter"])
+            series_field = next(k for k in r if k.startswith("map_series"))
+            series = tuple(
+                (int(a), float(b))
+                for a, b in (p.split(":") for p in (r[series_field] or "").split())
+            )
+            rows.append(
+                LogFacts(
+                    file=r["file"],
+                    iter_lines=int(r["iter_lines"]),
+                    first_iter=int(r["first_iter_seen"]) if r["first_iter_seen"] else None,
+                    last_iter=int(r["last_iter_seen"]) if r["last_iter_seen"] else None,
+                    decreases=int(r["iter_number_decreases"]),
+                    nan_iter_lines=int(r["nan_iter_lines"]),
+                    map_evals=int(r["map_eval_result_lines"]),
+                    best_map=best,
+                    best_map_iter=best_it,
+                    final_map=final,
+                    final_map_iter=final_it,
+                    map_series=series,
+                )
+            )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def log_index(logs_dir: Path) -> list[LogFacts]:
+    return read_index(logs_dir)
+
+
+@pytest.fixture(scope="session")
+def darknet_bin() -> str:
+    path = shutil.which("darknet")
+    if path is None:
+        msg = "the darknet binary is missing: `apt-get install -y darknet` (see README)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return path
