@@ -1,0 +1,391 @@
+"""The stop policy: pure functions of a `History` that say continue, evaluate now, or stop.
+
+Each rule is a small immutable object with few parameters (in the manner of Keras'
+`EarlyStopping`); its docstring is the piece of `when-to-stop-training.md` it embodies. A rule
+looks at the history and either returns a `Stop` carrying its reason in words, the numbers
+behind it and the advice to act on, or returns None. `Policy.decide` applies the gates
+(nothing but a budget stops before `min_iterations` or the cfg's `burn_in`) and the rules in a
+fixed order. No I/O, no clock: time comes from the events.
+
+Defaults are the numbers the shared real curves argue for; `bench/policy.py` replays them and
+the README explains each choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from supervisor.training.history import Evaluation, History
+from supervisor.training.schedule import Schedule
+
+Number = int | float | None
+
+
+def pct(x: float) -> str:
+    """mAP fraction as people read it."""
+    return f"{x * 100:.1f} %"
+
+
+def points(x: float) -> str:
+    """An mAP difference as people read it."""
+    return f"{x * 100:.1f} points"
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluate:
+    """Score the weights saved at `iteration` (the supervisor's own evaluator)."""
+
+    iteration: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the training: which rule, why in words, the numbers behind it, what to do next."""
+
+    rule: str
+    reason: str
+    iteration: int
+    numbers: Mapping[str, Number] = field(default_factory=dict)
+    advice: str = ""
+
+
+Decision = Continue | Evaluate | Stop
+
+
+class Rule(Protocol):
+    name: ClassVar[str]
+
+    def check(self, h: History, s: Schedule) -> Stop | None: ...
+
+
+# --- budgets (never gated) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IterationBudget:
+    """Stop at the iteration budget the job set."""
+
+    name: ClassVar[str] = "max_iterations"
+    max_iterations: int
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        if h.iteration < self.max_iterations:
+            return None
+        return Stop(
+            self.name,
+            f"reached the iteration budget ({h.iteration} ≥ max_iterations {self.max_iterations})",
+            h.iteration,
+            {"iteration": h.iteration, "max_iterations": self.max_iterations},
+            "Keep the best weights; if mAP was still rising at the end, raise the budget.",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBudget:
+    """Define a maximum training time budget based on available resources and constraints."""
+
+    name: ClassVar[str] = "max_time"
+    max_seconds: float
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        if h.elapsed < self.max_seconds:
+            return None
+        return Stop(
+            self.name,
+            f"reached the time budget ({h.elapsed / 3600:.2f} h of "
+            f"{self.max_seconds / 3600:.2f} h)",
+            h.iteration,
+            {"elapsed_s": round(h.elapsed, 1), "max_time_s": self.max_seconds},
+            "If results are good enough, test the best weights on real footage; otherwise "
+            "analyze annotations, class variety, model and batch size, or add data.",
+        )
+
+
+# --- rules on the curves ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMap:
+    """Stop once validation mAP reaches the target the job asked for."""
+
+    name: ClassVar[str] = "target_map"
+    target: float
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        b = h.best
+        if b is None or b.map < self.target:
+            return None
+        return Stop(
+            self.name,
+            f"best mAP {pct(b.map)} at iteration {b.iteration} reached the target "
+            f"{pct(self.target)}",
+            h.iteration,
+            {"best_map": b.map, "best_iteration": b.iteration, "target_map": self.target},
+            "Validate the best weights on real footage or a golden set before deploying.",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plateau:
+    """Stop when validation mAP stops improving for a long time (diminishing returns).
+
+    The best mAP must rise by at least `min_delta` within `patience` iterations. A fall of
+    the learning rate (a cfg `step`) restarts the count, and before the cfg's last rate drop the
+    patience is `before_last_step` times longer: the best mAP of a run often comes right after
+    its last step, so a plateau before it is weaker evidence.
+    """
+
+    name: ClassVar[str] = "plateau"
+    patience: int = 2000
+    min_delta: float = 0.005
+    before_last_step: float = 2.0
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        ref = _plateau_reference(h.evaluations, self.min_delta)
+        if ref is None or h.best is None:
+            return None
+        since = ref.iteration
+        passed = [st for st in s.steps if since < st <= h.iteration]
+        if passed:
+            since = max(passed)
+        last_drop = s.last_rate_drop
+        early = last_drop is not None and h.iteration < last_drop
+        patience = int(self.patience * self.before_last_step) if early else self.patience
+        if h.iteration - since < patience:
+            return None
+        why = (
+            f"best mAP {pct(h.best.map)} (iteration {h.best.iteration}) has not improved by "
+            f"{points(self.min_delta)} for {h.iteration - ref.iteration} iterations"
+        )
+        if passed:
+            why += f" (counted from the learning-rate step at {since})"
+        if early:
+            why += (
+                f"; the learning rate still drops at iteration {last_drop}, where the best mAP "
+                f"often comes, so this waited {self.before_last_step:g}× the patience"
+            )
+        return Stop(
+            self.name,
+            why,
+            h.iteration,
+            {
+                "best_map": h.best.map,
+                "best_iteration": h.best.iteration,
+                "reference_iteration": ref.iteration,
+                "patience": patience,
+                "min_delta": self.min_delta,
+                "last_rate_drop": last_drop,
+            },
+            "Keep the best weights and validate them on real footage or a golden set. A stable "
+            "plateau matters more than the last +1 %; for more, add variety (angles, "
+            "backgrounds, lighting), negatives and hard cases rather than iterations.",
+        )
+
+
+def _plateau_reference(evals: tuple[Evaluation, ...], min_delta: float) -> Evaluation | None:
+    """The evaluation that last raised the best mAP by at least `min_delta`."""
+    ref: Evaluation | None = None
+    for e in evals:
+        if e.valid and (ref is None or e.map >= ref.map + min_delta):
+            ref = e
+    return ref
+
+
+@dataclass(frozen=True, slots=True)
+class Overfit:
+    """Stop when mAP falls while loss keeps falling: the classic sign of overfitting.
+
+    The last `confirm` evaluations in a row are all at least `drop` below the best mAP, and the
+    avg loss around the latest one is lower than around the best one.
+    """
+
+    name: ClassVar[str] = "overfit"
+    drop: float = 0.05
+    confirm: int = 3
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        b = h.best
+        recent = [e for e in h.evaluations if e.valid][-self.confirm :]
+        if b is None or len(recent) < self.confirm:
+            return None
+        if any(e.iteration <= b.iteration or b.map - e.map < self.drop for e in recent):
+            return None
+        now, then = recent[-1].avg_loss, b.avg_loss
+        if now is None or then is None or now >= then:
+            return None
+        return Stop(
+            self.name,
+            f"mAP fell from its best {pct(b.map)} (iteration {b.iteration}) to "
+            f"{', '.join(pct(e.map) for e in recent)} over the last {self.confirm} evaluations "
+            f"while avg loss kept falling ({then:.3f} → {now:.3f})",
+            h.iteration,
+            {
+                "best_map": b.map,
+                "best_iteration": b.iteration,
+                "latest_map": recent[-1].map,
+                "drop": self.drop,
+                "loss_at_best": then,
+                "loss_now": now,
+            },
+            "The model is memorizing the training set: keep the best weights. Add variety "
+            "(new days, lighting, backgrounds) and negatives, enlarge the validation split, "
+            "remove duplicates and near-duplicates between train and valid.",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NotLearning:
+    """Model not learning: loss stays high/flat, mAP stays near zero.
+
+    After `after` iterations, the best mAP is below `map_below` and the avg loss over the last
+    `window` iterations is not lower (by `min_loss_drop`, relative) than over the window before.
+    Without any evaluation there is no mAP evidence and the rule does not fire.
+    """
+
+    name: ClassVar[str] = "not_learning"
+    after: int = 2000
+    map_below: float = 0.05
+    window: int = 500
+    min_loss_drop: float = 0.02
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        if h.iteration < self.after or not any(e.valid for e in h.evaluations):
+            return None
+        best = h.best.map if h.best else 0.0
+        if best >= self.map_below:
+            return None
+        it = h.iteration
+        recent = h.loss.mean(it - self.window + 1, it)
+        before = h.loss.mean(it - 2 * self.window + 1, it - self.window)
+        if recent is None or before is None or recent < before * (1 - self.min_loss_drop):
+            return None
+        return Stop(
+            self.name,
+            f"after {it} iterations the best mAP is {pct(best)} (below {pct(self.map_below)}) "
+            f"and avg loss is not falling ({before:.3f} → {recent:.3f} over the last "
+            f"{2 * self.window} iterations)",
+            it,
+            {"best_map": best, "map_below": self.map_below, "loss_before": before,
+             "loss_recent": recent},
+            "Check the data before training longer: .names order against label class ids, "
+            "spot-check label files (YOLO format: class x_center y_center width height, "
+            "normalized), confirm classes/filters in the cfg, and run `trainsup check`.",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Diverged:
+    """Training blew up: the loss is NaN/inf, or far above the lowest it reached.
+
+    NaN: `nan_lines` consecutive iteration lines with a non-finite avg loss (darknet's avg is
+    an EMA, so once NaN it stays NaN). Blow-up: the avg loss over the last `window` iterations
+    is more than `loss_factor` times the lowest avg loss seen.
+    """
+
+    name: ClassVar[str] = "diverged"
+    loss_factor: float = 10.0
+    nan: bool = True
+    nan_lines: int = 3
+    window: int = 100
+
+    def check(self, h: History, s: Schedule) -> Stop | None:
+        advice = (
+            "Lower the learning rate or lengthen burn_in, check for corrupted images and "
+            "invalid labels (`trainsup check`), and resume from the best weights."
+        )
+        if self.nan and h.nan_streak >= self.nan_lines:
+            return Stop(
+                self.name,
+                f"avg loss is NaN/inf for {h.nan_streak} iterations in a row",
+                h.iteration,
+                {"nan_streak": h.nan_streak},
+                advice,
+            )
+        low = h.min_avg_loss
+        recent = h.loss_around(h.iteration, self.window)
+        if low is None or low <= 0 or recent is None or recent <= self.loss_factor * low:
+            return None
+        return Stop(
+            self.name,
+            f"avg loss {recent:.3f} is {recent / low:.0f}× its minimum {low:.3f} "
+            f"(iteration {h.min_avg_loss_iteration})",
+            h.iteration,
+            {"loss_recent": recent, "loss_min": low, "loss_factor": self.loss_factor},
+            advice,
+        )
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules of one job.
+
+    Attributes:
+        budgets: rules that always apply (iteration and time budgets).
+        rules: rules on the curves, tried in order; gated by `min_iterations` and burn_in.
+        min_iterations: nothing but a budget stops before this iteration.
+        evaluate_every: when the supervisor evaluates itself, score the saves at multiples of
+            this; None when darknet's own `-map` output is used.
+    """
+
+    budgets: tuple[Rule, ...] = ()
+    rules: tuple[Rule, ...] = (Diverged(), Overfit(), Plateau(), NotLearning())
+    min_iterations: int = 0
+    evaluate_every: int | None = None
+
+    def decide(self, h: History, s: Schedule) -> Decision:
+        for rule in self.budgets:
+            stop = rule.check(h, s)
+            if stop is not None:
+                return stop
+        gate = max(self.min_iterations, s.burn_in)
+        if h.iteration >= gate:
+            for rule in self.rules:
+                stop = rule.check(h, s)
+                if stop is not None:
+                    return stop
+        due = self.due_evaluation(h, s)
+        if due is not None:
+            return Evaluate(due, f"weights saved at iteration {due} (every {self.evaluate_every})")
+        if h.iteration < gate:
+            return Continue(f"before iteration {gate} (min_iterations / burn_in) nothing stops")
+        return Continue()
+
+    def due_evaluation(self, h: History, s: Schedule) -> int | None:
+        """The newest save the supervisor should score, if it has not been scored yet."""
+        if self.evaluate_every is None:
+            return None
+        for save in reversed(h.saves):
+            it = save.iteration
+            if it is None or it < s.burn_in or it % self.evaluate_every:
+                continue
+            return None if h.evaluated(it) else it
+        return None
+
+
+__all__ = [
+    "Continue",
+    "Decision",
+    "Diverged",
+    "Evaluate",
+    "IterationBudget",
+    "NotLearning",
+    "Overfit",
+    "Plateau",
+    "Policy",
+    "Rule",
+    "Schedule",
+    "Stop",
+    "TargetMap",
+    "TimeBudget",
+]
