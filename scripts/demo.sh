@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The main job in one command: set everything up, then train the demo under the supervisor.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/trainsup demo "$@"
