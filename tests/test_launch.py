@@ -22,7 +22,7 @@ def script(tmp_path: Path, body: str) -> list[str]:
 
 async def run_to_end(tmp_path: Path, argv: list[str], number: int = 1) -> dict[str, object]:
     (tmp_path / "run").mkdir(exist_ok=True)
-    h, proc = launch.start(argv, number=number, log=tmp_path / "darknet.log",
+    _h, proc = launch.start(argv, number=number, log=tmp_path / "darknet.log",
                            exit_path=tmp_path / "exit.json", cwd=tmp_path / "run")
     while proc.poll() is None:
         await asyncio.sleep(0.05)
