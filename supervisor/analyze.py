@@ -167,8 +167,10 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
     if h.evaluations:
         out.append(f"mAP evaluations: {len(h.evaluations)}")
     else:
-        out.append("mAP evaluations: none (plateau/overfit/not-learning need mAP: train with -map, "
-                   "or let trainsup evaluate)")
+        out.append(
+            "mAP evaluations: none (plateau/overfit/not-learning need mAP: train with -map, "
+            "or let trainsup evaluate)"
+        )
     if h.best:
         out.append(f"best mAP: {pct(h.best.map)} at iteration {h.best.iteration}")
     for g in h.gpu_errors:

@@ -74,6 +74,121 @@ def check(job: Path) -> None:
     click.echo(f"{job}: OK — job `{spec.name}`")
 
 
+def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path:
+    """`./runs/<name>-<n>/` with the next free n (like Ultralytics' runs/), or `--workdir`."""
+    if workdir is not None:
+        return workdir
+    n = 1
+    while (runs / f"{name}-{n}").exists():
+        n += 1
+    return runs / f"{name}-{n}"
+
+
+def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
+    import asyncio
+    import signal
+    import time
+
+    from supervisor.runtime.runner import (
+        JobRunner,
+        JobSetupError,
+        Progress,
+        RunnerConfig,
+        format_progress,
+    )
+
+    tty = sys.stdout.isatty()
+    last_print = [0.0]
+
+    def progress(p: Progress) -> None:
+        line = format_progress(p)
+        if tty:
+            click.echo("\r\033[K" + line, nl=False)
+        elif time.monotonic() - last_print[0] >= 10:
+            last_print[0] = time.monotonic()
+            click.echo(line)
+
+    runner = JobRunner(spec, job_dir, RunnerConfig(binary_override=binary), progress)
+    interrupts = [0]
+
+    def on_sigint() -> None:
+        interrupts[0] += 1
+        if interrupts[0] == 1:
+            click.echo(
+                "\nCtrl-C: stopping after the next save (Ctrl-C again to stop now)", err=True
+            )
+            runner.request_stop("interrupted by the user (Ctrl-C)")
+        else:
+            runner.request_kill()
+
+    async def go() -> Any:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)  # Slurm's --signal: a graceful stop
+        return await runner.run()
+
+    click.echo(f"job dir: {job_dir}")
+    try:
+        result = asyncio.run(go())
+    except (JobSetupError, OSError, ValueError) as e:
+        click.echo(f"\ncannot run job `{spec.name}`: {e}", err=True)
+        return 2
+    if tty:
+        click.echo()
+    r = result.report
+    click.echo(f"\n{r['status']}: {r['cause']}")
+    if r.get("stop"):
+        click.echo(f"  advice: {r['stop']['advice']}")
+    if r.get("best"):
+        click.echo(
+            f"  best mAP: {r['best']['map'] * 100:.1f} % at iteration {r['best']['iteration']}"
+        )
+    for role, k in r.get("kept", {}).items():
+        m = f", mAP {k['map'] * 100:.1f} %" if k.get("map") is not None else ""
+        click.echo(f"  kept {role}: {k['path']} (iteration {k['iteration']}{m})")
+    click.echo(f"  report: {job_dir / 'report.json'}")
+    return 0 if result.status in ("finished", "stopped") else 1
+
+
+@main.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Job dir to use (default: ./runs/<name>-<n>/).",
+)
+@click.option("--binary", default=None, help="darknet executable to run instead of the job's.")
+def run(job: Path, workdir: Path | None, binary: str | None) -> None:
+    """Run JOB in the foreground; Ctrl-C stops after the next save, twice stops at once."""
+    spec = _load_spec(job)
+    sys.exit(_run_job(spec, _job_dir(workdir, spec.name).absolute(), binary))
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the dataset, cfg, job file and runs go.",
+)
+@click.option("--seed", default=0, show_default=True, help="Dataset generator seed.")
+def demo(root: Path, seed: int) -> None:
+    """Generate a small shapes dataset and train it under the supervisor (~5 min on 2 cores)."""
+    from supervisor.demo import make_demo
+
+    d = make_demo(root, seed=seed)
+    click.echo(
+        f"dataset: {d.dataset.root} ({d.dataset.train_images} train, "
+        f"{d.dataset.valid_images} valid images)"
+    )
+    click.echo(f"job file: {d.job}")
+    spec = _load_spec(d.job)
+    sys.exit(_run_job(spec, _job_dir(None, spec.name, root.absolute() / "runs"), None))
+
+
 @main.command()
 def schema() -> None:
     """Print the job file's JSON Schema (for editors: yaml-language-server)."""

@@ -22,8 +22,13 @@ def script(tmp_path: Path, body: str) -> list[str]:
 
 async def run_to_end(tmp_path: Path, argv: list[str], number: int = 1) -> dict[str, object]:
     (tmp_path / "run").mkdir(exist_ok=True)
-    _h, proc = launch.start(argv, number=number, log=tmp_path / "darknet.log",
-                           exit_path=tmp_path / "exit.json", cwd=tmp_path / "run")
+    _h, proc = launch.start(
+        argv,
+        number=number,
+        log=tmp_path / "darknet.log",
+        exit_path=tmp_path / "exit.json",
+        cwd=tmp_path / "run",
+    )
     while proc.poll() is None:
         await asyncio.sleep(0.05)
     entry = launch.read_exit(tmp_path / "exit.json", number)
@@ -32,8 +37,11 @@ async def run_to_end(tmp_path: Path, argv: list[str], number: int = 1) -> dict[s
 
 
 async def test_wrapper_records_exit_code_and_appends_output(tmp_path: Path) -> None:
-    argv = script(tmp_path, "print('1: 2.0, 2.0 avg'); print('err', file=sys.stderr)\n"
-                            "print(os.getcwd()); print(sys.stdin.read() == '')\nsys.exit(3)\n")
+    argv = script(
+        tmp_path,
+        "print('1: 2.0, 2.0 avg'); print('err', file=sys.stderr)\n"
+        "print(os.getcwd()); print(sys.stdin.read() == '')\nsys.exit(3)\n",
+    )
     entry = await run_to_end(tmp_path, argv)
     assert entry["returncode"] == 3 and entry["signal"] is None
     text = (tmp_path / "darknet.log").read_text()
@@ -56,8 +64,13 @@ async def test_wrapper_records_a_signal_death(tmp_path: Path) -> None:
 async def test_terminate_stops_the_group_and_the_wrapper_records_it(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     argv = script(tmp_path, "print('ready', flush=True)\ntime.sleep(60)\n")
-    h, proc = launch.start(argv, number=1, log=tmp_path / "darknet.log",
-                           exit_path=tmp_path / "exit.json", cwd=tmp_path / "run")
+    h, proc = launch.start(
+        argv,
+        number=1,
+        log=tmp_path / "darknet.log",
+        exit_path=tmp_path / "exit.json",
+        cwd=tmp_path / "run",
+    )
     tail = LogTail(tmp_path / "darknet.log")
     for _ in range(100):
         if any("ready" in line for line in tail.read_lines()):
@@ -74,10 +87,18 @@ async def test_terminate_stops_the_group_and_the_wrapper_records_it(tmp_path: Pa
 
 async def test_terminate_kills_what_ignores_term(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
-    argv = script(tmp_path, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                            "print('ready', flush=True)\ntime.sleep(60)\n")
-    h, proc = launch.start(argv, number=1, log=tmp_path / "darknet.log",
-                           exit_path=tmp_path / "exit.json", cwd=tmp_path / "run")
+    argv = script(
+        tmp_path,
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n",
+    )
+    h, proc = launch.start(
+        argv,
+        number=1,
+        log=tmp_path / "darknet.log",
+        exit_path=tmp_path / "exit.json",
+        cwd=tmp_path / "run",
+    )
     tail = LogTail(tmp_path / "darknet.log")
     for _ in range(100):
         if any("ready" in line for line in tail.read_lines()):
@@ -99,7 +120,8 @@ def test_handle_does_not_match_a_reused_pid(tmp_path: Path) -> None:
     assert launch.LaunchHandle(1, os.getpid(), me.create_time(), ()).alive
     assert not launch.LaunchHandle(1, os.getpid(), me.create_time() - 3600, ()).alive
     assert not launch.LaunchHandle(1, os.getpid(), me.create_time() - 3600, ()).signal_group(
-        signal.SIGTERM)
+        signal.SIGTERM
+    )
 
 
 def test_tail_returns_whole_lines_only_and_resumes_at_offset(tmp_path: Path) -> None:

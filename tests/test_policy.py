@@ -41,7 +41,9 @@ def run(
     return events
 
 
-def first_stop(policy: Policy, events: list[Event], schedule: Schedule | None = None) -> Stop | None:
+def first_stop(
+    policy: Policy, events: list[Event], schedule: Schedule | None = None
+) -> Stop | None:
     s = schedule or Schedule()
     h = History()
     for e in events:
@@ -88,7 +90,9 @@ def test_plateau_ignores_gains_smaller_than_min_delta() -> None:
 
 def test_plateau_does_not_fire_while_map_keeps_improving() -> None:
     maps = {i: i / 10000 for i in range(100, 9001, 100)}
-    assert first_stop(only(Plateau(patience=500, min_delta=0.005)), run(9000, falling, maps)) is None
+    assert (
+        first_stop(only(Plateau(patience=500, min_delta=0.005)), run(9000, falling, maps)) is None
+    )
 
 
 def test_plateau_before_the_last_step_says_so() -> None:
@@ -152,8 +156,10 @@ def test_overfit_ignores_small_dips() -> None:
 
 def test_not_learning_fires_when_map_stays_near_zero_and_loss_is_flat() -> None:
     maps = {i: 0.01 for i in range(1000, 5001, 1000)}
-    stop = first_stop(only(NotLearning(after=2000, map_below=0.05, window=500)),
-                      run(5000, lambda i: 3.0 + 0.1 * math.sin(i), maps))
+    stop = first_stop(
+        only(NotLearning(after=2000, map_below=0.05, window=500)),
+        run(5000, lambda i: 3.0 + 0.1 * math.sin(i), maps),
+    )
     assert stop is not None and stop.rule == "not_learning"
     assert stop.iteration == 2000
     assert ".names order" in stop.advice
@@ -237,8 +243,9 @@ def test_time_budget_fires_on_a_tick_while_darknet_is_silent() -> None:
 def test_nothing_but_budgets_stops_before_min_iterations() -> None:
     events = run(600, lambda i: math.nan)
     assert first_stop(only(Diverged(), min_iterations=1000), events) is None
-    stop = first_stop(Policy(budgets=(IterationBudget(500),), rules=(Diverged(),),
-                             min_iterations=1000), events)
+    stop = first_stop(
+        Policy(budgets=(IterationBudget(500),), rules=(Diverged(),), min_iterations=1000), events
+    )
     assert stop is not None and stop.rule == "max_iterations"
 
 
@@ -285,15 +292,28 @@ def test_history_snapshots_are_immutable_and_resumes_keep_the_later_values() -> 
 
 
 def test_invalid_map_is_recorded_but_never_best() -> None:
-    h = build([Iteration(100, 1, 1, 0.001), MapResult(100, 0.4), Iteration(200, 1, 1, 0.001),
-               MapResult(200, float("inf"), valid=False), MapResult(200, 1e283, valid=True)])
+    h = build(
+        [
+            Iteration(100, 1, 1, 0.001),
+            MapResult(100, 0.4),
+            Iteration(200, 1, 1, 0.001),
+            MapResult(200, float("inf"), valid=False),
+            MapResult(200, 1e283, valid=True),
+        ]
+    )
     assert len(h.evaluations) == 3
     assert h.best is not None and h.best.map == 0.4
 
 
 def test_best_map_ties_keep_the_first() -> None:
-    h = build([Iteration(100, 1, 1, 0.001), MapResult(100, 0.5), Iteration(200, 1, 1, 0.001),
-               MapResult(200, 0.5)])
+    h = build(
+        [
+            Iteration(100, 1, 1, 0.001),
+            MapResult(100, 0.5),
+            Iteration(200, 1, 1, 0.001),
+            MapResult(200, 0.5),
+        ]
+    )
     assert h.best is not None and h.best.iteration == 100
 
 

@@ -4,16 +4,24 @@ from supervisor.training.retention import Snapshot, plan_retention
 
 
 def test_keeps_best_and_last_and_prunes_the_rest() -> None:
-    snaps = [Snapshot(100, 0.2, True), Snapshot(200, 0.5, True), Snapshot(300, 0.4, True),
-             Snapshot(400, None, False)]
+    snaps = [
+        Snapshot(100, 0.2, True),
+        Snapshot(200, 0.5, True),
+        Snapshot(300, 0.4, True),
+        Snapshot(400, None, False),
+    ]
     p = plan_retention(snaps)
     assert p.best == snaps[1] and p.last == snaps[3]
     assert p.prune == (100, 300)
 
 
 def test_top_k_ties_keep_the_earlier_and_invalid_is_never_best() -> None:
-    snaps = [Snapshot(100, 0.5, True), Snapshot(200, 0.5, True), Snapshot(300, 0.9, False),
-             Snapshot(400, 0.3, True)]
+    snaps = [
+        Snapshot(100, 0.5, True),
+        Snapshot(200, 0.5, True),
+        Snapshot(300, 0.9, False),
+        Snapshot(400, 0.3, True),
+    ]
     p = plan_retention(snaps, last=False, top_k=2)
     assert p.best == snaps[0]
     assert [s.iteration for s in p.top] == [100, 200]

@@ -75,9 +75,17 @@ def main(args: list[str] | None = None) -> int:
             )
         except OSError as e:
             log.write(f"[trainsup] could not start {argv[0]}: {e}\n".encode())
-            record_exit(ns.exit_path, {"launch": ns.launch, "started": started,
-                                       "ended": time.time(), "returncode": None, "signal": None,
-                                       "error": str(e)})
+            record_exit(
+                ns.exit_path,
+                {
+                    "launch": ns.launch,
+                    "started": started,
+                    "ended": time.time(),
+                    "returncode": None,
+                    "signal": None,
+                    "error": str(e),
+                },
+            )
             return 127
         while True:
             try:

@@ -203,34 +203,48 @@ def _plateau_reference(evals: tuple[Evaluation, ...], min_delta: float) -> Evalu
 class Overfit:
     """Stop when mAP falls while loss keeps falling: the classic sign of overfitting.
 
-    The last `confirm` evaluations in a row are all at least `drop` below the best mAP, and the
-    avg loss around the latest one is lower than around the best one.
+    The latest evaluations are all at least `drop` below the best mAP — `confirm` of them in
+    a row, spanning at least `span` iterations, so that a noisy dip of frequent evaluations is
+    not taken for a trend — and the avg loss around the latest one is at least `loss_fall`
+    (relative) lower than around the best one: a flat loss with a noisy mAP is noise, not
+    memorization.
     """
 
     name: ClassVar[str] = "overfit"
     drop: float = 0.05
     confirm: int = 3
+    span: int = 500
+    loss_fall: float = 0.03
 
     def check(self, h: History, s: Schedule) -> Stop | None:
         b = h.best
-        recent = [e for e in h.evaluations if e.valid][-self.confirm :]
-        if b is None or len(recent) < self.confirm:
+        if b is None:
             return None
-        if any(e.iteration <= b.iteration or b.map - e.map < self.drop for e in recent):
+        run: list[Evaluation] = []
+        for e in reversed(h.evaluations):
+            if not e.valid:
+                continue
+            if e.iteration <= b.iteration or b.map - e.map < self.drop:
+                break
+            run.append(e)
+        run.reverse()
+        if len(run) < self.confirm or run[-1].iteration - run[0].iteration < self.span:
             return None
-        now, then = recent[-1].avg_loss, b.avg_loss
-        if now is None or then is None or now >= then:
+        now, then = run[-1].avg_loss, b.avg_loss
+        if now is None or then is None or now > then * (1 - self.loss_fall):
             return None
+        shown = ", ".join(pct(e.map) for e in run[-5:])
         return Stop(
             self.name,
-            f"mAP fell from its best {pct(b.map)} (iteration {b.iteration}) to "
-            f"{', '.join(pct(e.map) for e in recent)} over the last {self.confirm} evaluations "
-            f"while avg loss kept falling ({then:.3f} → {now:.3f})",
+            f"mAP fell from its best {pct(b.map)} (iteration {b.iteration}) to {shown} over "
+            f"the last {len(run)} evaluations ({run[0].iteration}–{run[-1].iteration}) while "
+            f"avg loss kept falling ({then:.3f} → {now:.3f})",
             h.iteration,
             {
                 "best_map": b.map,
                 "best_iteration": b.iteration,
-                "latest_map": recent[-1].map,
+                "latest_map": run[-1].map,
+                "evaluations_below": len(run),
                 "drop": self.drop,
                 "loss_at_best": then,
                 "loss_now": now,
@@ -245,15 +259,16 @@ class Overfit:
 class NotLearning:
     """Model not learning: loss stays high/flat, mAP stays near zero.
 
-    After `after` iterations, the best mAP is below `map_below` and the avg loss over the last
-    `window` iterations is not lower (by `min_loss_drop`, relative) than over the window before.
+    After `after` iterations, the best mAP is below `map_below` and, over the last `window`
+    iterations, the avg loss of the second half is not lower (by `min_loss_drop`, relative)
+    than that of the first half.
     Without any evaluation there is no mAP evidence and the rule does not fire.
     """
 
     name: ClassVar[str] = "not_learning"
     after: int = 2000
     map_below: float = 0.05
-    window: int = 500
+    window: int = 1000
     min_loss_drop: float = 0.02
 
     def check(self, h: History, s: Schedule) -> Stop | None:
@@ -263,18 +278,23 @@ class NotLearning:
         if best >= self.map_below:
             return None
         it = h.iteration
-        recent = h.loss.mean(it - self.window + 1, it)
-        before = h.loss.mean(it - 2 * self.window + 1, it - self.window)
+        half = self.window // 2
+        recent = h.loss.mean(it - half + 1, it)
+        before = h.loss.mean(it - 2 * half + 1, it - half)
         if recent is None or before is None or recent < before * (1 - self.min_loss_drop):
             return None
         return Stop(
             self.name,
             f"after {it} iterations the best mAP is {pct(best)} (below {pct(self.map_below)}) "
             f"and avg loss is not falling ({before:.3f} → {recent:.3f} over the last "
-            f"{2 * self.window} iterations)",
+            f"{self.window} iterations)",
             it,
-            {"best_map": best, "map_below": self.map_below, "loss_before": before,
-             "loss_recent": recent},
+            {
+                "best_map": best,
+                "map_below": self.map_below,
+                "loss_before": before,
+                "loss_recent": recent,
+            },
             "Check the data before training longer: .names order against label class ids, "
             "spot-check label files (YOLO format: class x_center y_center width height, "
             "normalized), confirm classes/filters in the cfg, and run `trainsup check`.",

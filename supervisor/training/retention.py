@@ -38,8 +38,10 @@ def plan_retention(
     snapshots: list[Snapshot], *, best: bool = True, last: bool = True, top_k: int = 0
 ) -> RetentionPlan:
     """Rank valid snapshots by mAP (ties: the earlier iteration wins, as for the best mAP)."""
-    ranked = sorted((s for s in snapshots if s.valid and s.map is not None),
-                    key=lambda s: (-(s.map or 0.0), s.iteration))
+    ranked = sorted(
+        (s for s in snapshots if s.valid and s.map is not None),
+        key=lambda s: (-(s.map or 0.0), s.iteration),
+    )
     best_s = ranked[0] if best and ranked else None
     last_s = max(snapshots, key=lambda s: s.iteration) if last and snapshots else None
     top = tuple(ranked[:top_k])

@@ -27,9 +27,7 @@ class Schedule:
     @property
     def last_rate_drop(self) -> int | None:
         """The last step that lowers the learning rate (a scale below 1, or no scale given)."""
-        drops = [
-            s for i, s in enumerate(self.steps) if i >= len(self.scales) or self.scales[i] < 1
-        ]
+        drops = [s for i, s in enumerate(self.steps) if i >= len(self.scales) or self.scales[i] < 1]
         return max(drops) if drops else None
 
 
