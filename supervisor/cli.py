@@ -190,6 +190,117 @@ def demo(root: Path, seed: int) -> None:
 
 
 @main.command()
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The .data file whose valid= list is scored.",
+)
+@click.option(
+    "--cfg",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The network .cfg the weights belong to.",
+)
+@click.argument(
+    "weights", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--iou",
+    "iou_threshold",
+    default=0.5,
+    show_default=True,
+    help="IoU a detection needs to count (fraction).",
+)
+@click.option("--binary", default="darknet", show_default=True, help="darknet executable.")
+@click.option(
+    "--flavour",
+    type=FLAVOUR_CHOICE,
+    default=None,
+    help="Label lookup rule (default: detected from the binary).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per weights file.")
+def evaluate(
+    data: Path,
+    cfg: Path,
+    weights: tuple[Path, ...],
+    iou_threshold: float,
+    binary: str,
+    flavour: str | None,
+    as_json: bool,
+) -> None:
+    """Score WEIGHTS files (e.g. every _N.weights of a backup dir) on the valid list."""
+    import asyncio
+    import tempfile
+
+    from supervisor.darknet.cfg import Cfg, CfgError
+    from supervisor.darknet.command import WeightsError, read_weights_header
+    from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
+    from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
+
+    try:
+        exe = resolve_binary(binary)
+        fl = flavour or detect_flavour(exe)
+        batch = Cfg.load(cfg).batch
+    except (BinaryError, CfgError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="trainsup-eval-") as work:
+        for w in weights:
+            try:
+                seen = read_weights_header(w).seen
+                res = asyncio.run(
+                    evaluate_weights(
+                        exe,
+                        data.absolute(),
+                        cfg.absolute(),
+                        w.absolute(),
+                        iou_threshold=iou_threshold,
+                        work_dir=Path(work),
+                        flavour=fl,
+                    )
+                )  # type: ignore[arg-type]
+            except (EvaluationError, WeightsError) as e:
+                failed += 1
+                click.echo(f"{w}: {e}", err=True)
+                continue
+            row = {
+                "weights": str(w),
+                "iteration": seen // batch if batch else None,
+                "map": res.map,
+                "iou_threshold": res.iou_threshold,
+                "average_iou": res.average_iou,
+                "per_class": [
+                    {
+                        "class_id": c.class_id,
+                        "name": c.name,
+                        "ap": c.ap,
+                        "ground_truth": c.ground_truth,
+                    }
+                    for c in res.per_class
+                ],
+            }
+            rows.append(row)
+            if as_json:
+                click.echo(json.dumps(row))
+            else:
+                iou = "" if res.average_iou is None else f", mean IoU {res.average_iou:.3f}"
+                per = ", ".join(
+                    f"{c.name} {c.ap * 100:.1f} %" for c in res.per_class if c.ap is not None
+                )
+                click.echo(
+                    f"{w}: iteration {row['iteration']}, mAP@{iou_threshold:g} "
+                    f"{res.map * 100:.2f} %{iou} ({per})"
+                )
+    if not as_json and len(rows) > 1:
+        best = max(rows, key=lambda r: r["map"])
+        click.echo(f"best: {best['weights']} (mAP {best['map'] * 100:.2f} %)")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
 def schema() -> None:
     """Print the job file's JSON Schema (for editors: yaml-language-server)."""
     from supervisor.spec import json_schema
