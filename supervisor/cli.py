@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from supervisor import __version__
+from supervisor.training.events import Flavour
 
 FLAVOUR_CHOICE = click.Choice(["pjreddie", "alexeyab", "hankai"])
 
@@ -49,7 +50,7 @@ def analyze(
 
     policy = policy_for(_load_spec(job)) if job else policy_for(None)
     schedule = schedule_from_cfg(cfg) if cfg else None
-    a = analyze_log(log, policy, schedule, flavour)  # type: ignore[arg-type]
+    a = analyze_log(log, policy, schedule, cast(Flavour | None, flavour))
     if as_json:
         _dump(a.to_json())
     else:
@@ -240,7 +241,7 @@ def evaluate(
 
     try:
         exe = resolve_binary(binary)
-        fl = flavour or detect_flavour(exe)
+        fl: Flavour = cast(Flavour, flavour) if flavour else detect_flavour(exe)
         batch = Cfg.load(cfg).batch
     except (BinaryError, CfgError) as e:
         click.echo(f"error: {e}", err=True)
@@ -261,7 +262,7 @@ def evaluate(
                         work_dir=Path(work),
                         flavour=fl,
                     )
-                )  # type: ignore[arg-type]
+                )
             except (EvaluationError, WeightsError) as e:
                 failed += 1
                 click.echo(f"{w}: {e}", err=True)
