@@ -1,0 +1,110 @@
+"""The `trainsup` command as a user runs it (a real process), on the shared real logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LogFacts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def trainsup(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=120,
+    )
+
+
+def analyze_json(log: Path) -> dict[str, Any]:
+    p = trainsup("analyze", "--json", str(log))
+    assert p.returncode == 0, p.stderr
+    out: dict[str, Any] = json.loads(p.stdout)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "04_alexeyab-yolov3tiny-fire-dstaroff.log",
+        "53_alexeyab-yolov4tiny-full4000-vegetable-dumbled0re.log",
+        "01_pjreddie-yolov3tiny-buddyzhu-6000.log",
+        "66_alexeyab-yolov4-coco-dockerlogs-replayed-jax79sg.log",
+    ],
+)
+def test_analyze_json_matches_the_independent_reading(
+    name: str, logs_dir: Path, log_index: list[LogFacts]
+) -> None:
+    facts = next(f for f in log_index if f.file == name)
+    a = analyze_json(logs_dir / name)
+    assert a["iterations"]["count"] == facts.iter_lines
+    assert a["iterations"]["first"] == facts.first_iter
+    assert a["iterations"]["last"] == facts.last_iter
+    assert len(a["evaluations"]) == facts.map_evals
+    assert [(e["iteration"], round(e["map"], 6)) for e in a["evaluations"]] == [
+        (i, round(m, 6)) for i, m in facts.map_series
+    ]
+    if facts.best_map is None:
+        assert a["best"] is None
+    else:
+        assert a["best"]["iteration"] == facts.best_map_iter
+        assert round(a["best"]["map"], 4) == facts.best_map
+    assert a["flavour"] == name.split("_")[1].split("-")[0]
+
+
+def test_analyze_stops_a_long_plateau_and_keeps_its_best(logs_dir: Path) -> None:
+    a = analyze_json(logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log")
+    stop, kept = a["stop"], a["kept"]
+    assert stop["rule"] == "plateau" and stop["iteration"] < a["iterations"]["last"]
+    assert a["iterations_saved"] == a["iterations"]["last"] - stop["iteration"]
+    # What it keeps is the best evaluation seen up to the stop.
+    seen = [e for e in a["evaluations"] if e["iteration"] <= stop["iteration"] and e["valid"]]
+    best_seen = max(seen, key=lambda e: (e["map"], -e["iteration"]))
+    assert kept == {"iteration": best_seen["iteration"], "map": best_seen["map"]}
+    assert stop["advice"]
+
+
+def test_analyze_human_output_shows_percent_and_the_stop(logs_dir: Path) -> None:
+    p = trainsup("analyze", str(logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"))
+    assert p.returncode == 0, p.stderr
+    assert "best mAP: 48.1 % at iteration 6400" in p.stdout
+    assert "stop: at iteration" in p.stdout and "kept: weights of iteration" in p.stdout
+
+
+def test_analyze_reports_gpu_failures(logs_dir: Path) -> None:
+    a = analyze_json(logs_dir / "56_alexeyab-yolov4-OOM-at-start-608-sahil.log")
+    assert any(g["kind"] == "out_of_memory" for g in a["gpu_errors"])
+    assert a["iterations"]["count"] == 0 and a["stop"] is None
+
+
+def test_analyze_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    p = trainsup("analyze", str(tmp_path / "nope.log"))
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_check_accepts_the_example_and_rejects_bad_input(tmp_path: Path) -> None:
+    ok = trainsup("check", str(ROOT / "configs" / "job.example.yaml"))
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    bad = tmp_path / "job.yaml"
+    bad.write_text("name: x\ndarknet:\n  data: a.data\n  cfg: b.cfg\nstop:\n  platea: {}\n")
+    p = trainsup("check", str(bad))
+    assert p.returncode == 2
+    assert f"{bad}:6" in p.stderr and "plateau" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_schema_is_json_schema_for_the_job_file() -> None:
+    p = trainsup("schema")
+    assert p.returncode == 0
+    schema = json.loads(p.stdout)
+    assert {"name", "darknet", "budget", "evaluation", "stop", "retain"} <= set(
+        schema["properties"]
+    )
