@@ -1,0 +1,792 @@
+"""darknet console output → typed events (`supervisor.training.events`).
+
+One parser for all three flavours and their historical variants (darknet-facts §1–§6). It is
+the supervisor's hot path: every line darknet prints passes through `LogParser.feed_line`, and
+region/YOLO IoU lines come several per iteration. So a line is first sorted by a cheap test
+(its first character, then a few substring checks) and a regex runs only on lines that can
+match it; region lines are read with `str.find` and slicing, without a regex.
+
+Decisions (each one is a choice a reader of the events should know about):
+- Every pattern is tried whatever the flavour: real logs mix forms (old AlexeyAB printed
+  pjreddie's `avg` line), so the flavour, given or detected, is reported and never filters.
+- Patterns are searched, not anchored, so process-manager prefixes (`0|yolo | …`), quoting
+  (`> …`) and glued progress digits (`4CUDA status Error`) do not hide a line.
+- Region lines are summed into one `LayerIoU`, emitted right after the `Iteration` whose line
+  closes them (darknet prints them while it trains that iteration). Region lines that no
+  iteration line closes (a crash, the end of input) are dropped: they describe an iteration
+  that never finished. A layer with count > 0 and a NaN IoU makes the mean NaN on purpose:
+  that is a divergence signal, like a NaN loss.
+- An iteration line that lost its number (multi-GPU interleaving, facts E3) is dropped:
+  guessing the number could rewrite history. It also ends the pending region lines.
+- `hours left` < 0 (AlexeyAB prints -1 before it can estimate) becomes None, so that a time
+  budget never reads "-1 hours" as a real estimate.
+- An mAP evaluation gives one `MapResult`, emitted on its `mean average precision (mAP@…)`
+  line; the `mean_average_precision (mAP@0.5) = …` line that the training loop prints after
+  it is the same evaluation and is absorbed. Without a preceding result line since the last
+  iteration (a Colab tail that starts inside an evaluation) that summary line is itself the
+  result. `Last accuracy mAP@… best = …` lines are darknet's memory, not evaluations.
+- A value no evaluation can produce (NaN, inf, > 1, a 283-digit number) gives
+  `MapResult(valid=False)`: recorded, never a best.
+- One failure prints the same CUDA error several times (`CUDA Error: out of memory`, then
+  `…: out of memory: Success`); each GPU error kind is emitted once between two iteration
+  lines. `CUDA status Error: file: …` / `cuDNN status Error in: …` only locate the error that
+  the next line names, so they emit nothing themselves.
+- `Resizing` whose size line never comes still gives `Resized(None, None)`: an OOM often
+  follows a resize, and the policy needs to see that one happened.
+- The last line of an input that does not end with a newline may be cut mid-write: it only
+  yields an event when the event cannot be a truncation (`close()` reads it strictly).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supervisor.training.events import (
+    FLAVOURS,
+    ClassAP,
+    Event,
+    FatalError,
+    Flavour,
+    GpuError,
+    GpuErrorKind,
+    Iteration,
+    IterationsRepeated,
+    LayerIoU,
+    LogSummary,
+    MapResult,
+    NanLoss,
+    Resized,
+    WeightsSaved,
+)
+
+__all__ = [
+    "LogParser",
+    "LogReadError",
+    "detect_flavour",
+    "parse_file",
+    "parse_lines",
+]
+
+# ESC[H ESC[J <status> BEL is AlexeyAB's since-2023 status line: its text repeats the iteration
+# line and must go with its escapes. Then OSC (ESC ] … BEL or ESC \), CSI, and 2-byte escapes.
+_ESC_RE = re.compile(
+    r"\x1b\[H\x1b\[J[^\x07]*\x07?"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[()][0-9A-Za-z]"
+    r"|\x1b[@-Z\\-_]?"
+)
+
+_F = r"([^,\s]+)"  # a printf %f field, also -nan, inf, -nan(ind), 1.#QNAN0
+_ITER_RE = re.compile(
+    r"(?<!\d)(\d+):\s*"
+    + _F
+    + r",\s*"
+    + _F
+    + r"\s+avg( loss)?,\s*"
+    + _F
+    + r"\s+rate,\s*"
+    + _F
+    + r"\s+seconds,\s*(\d+)\s+images(?:,\s*"
+    + _F
+    + r"\s+(?:hours|time) left)?"
+)
+_HANK_ITER_RE = re.compile(r"(?<!\d)(\d+):\s*loss=" + _F + r",\s*avg loss=" + _F + r"(.*)")
+_DUR_RE = re.compile(
+    r"([-+]?\d+(?:\.\d*)?)\s*(microsecond|millisecond|second|minute|hour|day|week)s?$"
+)
+_DUR_UNIT = {
+    "microsecond": 1e-6,
+    "millisecond": 1e-3,
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "week": 604800.0,
+}
+_MAP_RE = re.compile(
+    r"mean average precision \(mAP(?:@([\d.]+))?\)\s*=\s*([^,\s%]+)\s*(%?)"
+    r"(?:,\s*or\s+([^,\s%]+)\s*%)?"
+)
+_MAP_SUMMARY_RE = re.compile(r"mean_average_precision \(mAP(?:@([\d.]+))?\)\s*=\s*([^,\s]+)")
+_CLASS_RE = re.compile(
+    r"class_id = (\d+), name = (.*?),\s+ap = ([^%\s]+)\s*%(?:\s*\(TP = (\d+), FP = (\d+)\))?"
+)
+_PREC_RE = re.compile(
+    r"conf_thresh = " + _F + r", precision = " + _F + r", recall = " + _F + r", F1-score = " + _F
+)
+_TPFN_RE = re.compile(
+    r"conf_thresh = " + _F + r", TP = (\d+), FP = (\d+), FN = (\d+), average IoU = ([^,\s%]+)"
+)
+_IOU_THR_RE = re.compile(r"IoU threshold = ([\d.]+)\s*%")
+_WH_RE = re.compile(r"(?<!\d)(\d{2,5})\s*x\s*(\d{2,5})(?!\d)")
+_SIZE_LINE_RE = re.compile(r"(?:^|[\s|>])(\d{2,5})(?:\s*x\s*(\d{2,5}))?$")
+
+_RANK: dict[Flavour, int] = {"pjreddie": 1, "alexeyab": 2, "hankai": 3}
+
+# Lines that can only be an error report; checked in the generic path only.
+_ERROR_TRIGGERS = (
+    "rror",
+    "memory",
+    "set subdivisions",
+    "FWD algo",
+    "CUDA",
+    "cuDNN",
+    "CUDNN",
+    "Assert",
+    "Couldn't open",
+    "(): ",
+    "double free",
+    "Segmentation fault",
+    "Aborted",
+    "terminate called",
+    "Floating point exception",
+)
+_FATAL_FRAGMENTS = (
+    "Couldn't open file",
+    "Darknet error location",
+    "realloc(): ",
+    "free(): ",
+    "malloc(): ",
+    "double free or corruption",
+    "Segmentation fault",
+    "Aborted (core dumped)",
+    "terminate called after throwing",
+    "Floating point exception",
+)
+
+
+class LogReadError(OSError):
+    """A darknet log could not be read; the message names the file and the reason."""
+
+
+def _num(tok: str) -> float | None:
+    """A printf float as darknet prints it on any platform; None when it is not a number."""
+    try:
+        return float(tok)
+    except ValueError:
+        low = tok.lower()
+        # MSVC prints -nan(ind), 1.#QNAN0, -1.#IND00 and 1.#INF00.
+        if "nan" in low or "ind" in low:
+            return math.nan
+        if "inf" in low:
+            return -math.inf if low.startswith("-") else math.inf
+        return None
+
+
+def _duration(text: str) -> float | None:
+    """hank-ai's durations (`64.424 milliseconds`, `4.5 hours`) in seconds."""
+    m = _DUR_RE.search(text.strip())
+    if m is None:
+        return None
+    return float(m.group(1)) * _DUR_UNIT[m.group(2)]
+
+
+def _clean(line: str) -> str:
+    """The text a terminal would show: escapes removed, the last `\\r` segment with text."""
+    if "\x1b" in line:
+        line = _ESC_RE.sub("", line)
+    if "\x07" in line:
+        line = line.replace("\x07", "")
+    if "\r" in line:
+        line = line.rstrip("\r")
+        if "\r" in line:
+            for seg in reversed(line.split("\r")):
+                if seg.strip():
+                    return seg
+            return ""
+    return line
+
+
+@dataclass(slots=True)
+class _Eval:
+    """What an mAP evaluation printed so far, before its result line."""
+
+    per_class: list[ClassAP] = field(default_factory=list)
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    average_iou: float | None = None
+    tp: int | None = None
+    fp: int | None = None
+    fn: int | None = None
+    conf_thresh: float | None = None
+    iou_threshold: float | None = None
+    table: list[str] | None = None  # hank-ai per-class table header columns
+
+
+class LogParser:
+    """Turns darknet's console output, line by line, into events.
+
+    Stateful: it remembers the last iteration (for `MapResult.iteration`, backwards jumps and
+    region aggregation) and any evaluation in progress. Feed one log per parser.
+    """
+
+    def __init__(self, flavour: Flavour | None = None) -> None:
+        if flavour is not None and flavour not in FLAVOURS:
+            raise ValueError(
+                f"unknown darknet flavour {flavour!r}: use one of {', '.join(FLAVOURS)}"
+                " or None to detect it from the log"
+            )
+        self._flavour: Flavour | None = flavour
+        self._rank = 99 if flavour is not None else 0  # a given flavour is never revised
+        self._lineno = 0
+        self._buf = ""
+        self._strict = False
+        self._last_iter: int | None = None
+        self._map_since_iter = False
+        self._eval: _Eval | None = None
+        self._gpu_kinds: set[str] = set()
+        self._resize_line = 0  # line number of a `Resizing` still waiting for its size
+        self._r_lines = 0
+        self._r_count = 0
+        self._r_sum = 0.0
+        self._counts: dict[str, int] = {}
+
+    @property
+    def flavour(self) -> Flavour | None:
+        """The flavour given, else the most specific one the log has shown so far."""
+        return self._flavour
+
+    @property
+    def summary(self) -> LogSummary:
+        """Flavour, lines read and events emitted per event type so far."""
+        return LogSummary(flavour=self._flavour, lines=self._lineno, counts=dict(self._counts))
+
+    # ---- public feeding API -------------------------------------------------------------
+
+    def feed_line(self, line: str) -> list[Event]:
+        """Events from one whole line (without its trailing newline)."""
+        self._lineno += 1
+        return self._line(line) or []
+
+    def feed(self, chunk: str) -> list[Event]:
+        """Events from arbitrary text; an unfinished last line waits for the next chunk."""
+        if "\n" not in chunk:
+            self._buf += chunk
+            return []
+        parts = (self._buf + chunk).split("\n")
+        self._buf = parts.pop()
+        out: list[Event] = []
+        for part in parts:
+            self._lineno += 1
+            got = self._line(part)
+            if got:
+                out.extend(got)
+        return out
+
+    def close(self) -> list[Event]:
+        """End of input: read an unterminated last line strictly and drop unfinished state."""
+        out: list[Event] = []
+        if self._buf:
+            self._lineno += 1
+            self._strict = True
+            try:
+                out.extend(self._line(self._buf) or ())
+            finally:
+                self._strict = False
+            self._buf = ""
+        if self._resize_line:
+            # The size never came: the resize still happened, and OOM often follows it.
+            out.append(self._count(Resized(None, None, self._last_iter, self._resize_line)))
+            self._resize_line = 0
+        self._r_lines = self._r_count = 0
+        self._r_sum = 0.0
+        self._eval = None
+        return out
+
+    # ---- dispatch -------------------------------------------------------------------------
+
+    def _line(self, raw: str) -> list[Event] | None:
+        if "\x1b" in raw or "\r" in raw or "\x07" in raw:
+            raw = _clean(raw)
+        s = raw.strip()
+        if not s:
+            return None
+        c = s[0]
+        # Fast path: the frequent lines of an unprefixed log, told apart by their start.
+        if c == "R":
+            if s.startswith("Region") and self._region(s):
+                return None
+        elif c == "v":
+            if s.startswith("v3 (") and self._region(s):
+                if self._rank < 2:
+                    self._hint("alexeyab")
+                return None
+        elif c == "L":
+            if s.startswith("Loaded:"):
+                return None
+            if s.startswith("Last accuracy"):
+                if self._rank < 2:
+                    self._hint("alexeyab")
+                return None
+        elif c == "(":
+            if s.startswith("(next mAP"):
+                if self._rank < 2:
+                    self._hint("alexeyab")
+                return None
+        elif "0" <= c <= "9" and not self._resize_line:
+            m = _ITER_RE.match(s)
+            if m is not None:
+                return self._iteration(m, s)
+        return self._generic(s)
+
+    def _generic(self, s: str) -> list[Event] | None:
+        """Every line type, found by substring wherever it sits in the line."""
+        if self._resize_line:
+            size = self._size_line(s)
+            if size is not None:
+                return size
+        if "IOU: " in s and "count: " in s and self._region(s):
+            return None
+        if "avg" in s:
+            if "loss=" in s:
+                hm = _HANK_ITER_RE.search(s)
+                if hm is not None:
+                    got = self._hank_iteration(hm, s)
+                    if got is not None:
+                        return got
+            m = _ITER_RE.search(s)
+            if m is not None:
+                return self._iteration(m, s)
+            if " avg loss, " in s and " rate, " in s and " images" in s:
+                # An iteration line that lost its number (facts E3): see module docstring.
+                self._r_lines = self._r_count = 0
+                self._r_sum = 0.0
+                return None
+        if "mAP" in s or "precision" in s or "conf_thresh" in s:
+            return self._map_line(s)
+        if "class_id = " in s:
+            self._class_line(s)
+            return None
+        if "IoU threshold" in s:
+            m = _IOU_THR_RE.search(s)
+            if m is not None:
+                self._open_eval().iou_threshold = float(m.group(1)) / 100.0
+            return None
+        if "Resizing" in s:
+            return self._resizing(s)
+        if "Saving weights to " in s:
+            return self._saving(s)
+        for trig in _ERROR_TRIGGERS:
+            if trig in s:
+                return self._error(s)
+        if "Name" in s and s.startswith("Id"):
+            cols = s.split()
+            if cols[1:2] == ["Name"] and ("AP" in cols or "AvgPrecision" in cols):
+                self._open_eval().table = cols  # hank-ai's per-class table starts
+                return None
+        if self._eval is not None and self._eval.table is not None:
+            self._table_row(s)
+            return None
+        if self._rank < 3:
+            self._banner_hint(s)
+        return None
+
+    # ---- line types -----------------------------------------------------------------------
+
+    def _count(self, ev: Event) -> Event:
+        name = type(ev).__name__
+        self._counts[name] = self._counts.get(name, 0) + 1
+        return ev
+
+    def _hint(self, flavour: Flavour) -> None:
+        rank = _RANK[flavour]
+        if rank > self._rank:
+            self._flavour = flavour
+            self._rank = rank
+
+    def _banner_hint(self, s: str) -> None:
+        if "Darknet/YOLO" in s:
+            self._hint("hankai")
+        elif self._rank < 2 and (
+            "Kilo-batches" in s or "avg_outputs" in s or "nms_kind" in s or "CUDA-version" in s
+        ):
+            self._hint("alexeyab")
+
+    def _region(self, s: str) -> bool:
+        """Adds one region/YOLO line to the current iteration's IoU; False if it is not one."""
+        i = s.find("IOU: ")
+        if i < 0:
+            return False
+        j = s.find("count: ", i)
+        if j < 0:
+            return False
+        k = s.find(",", i)
+        tok = s[i + 5 : k] if 0 <= k < j else s[i + 5 : j]
+        if tok.endswith(")"):
+            tok = tok[:-1]  # AlexeyAB's `Avg (IOU: 0.136669), count: …`
+        try:
+            iou: float | None = float(tok)
+        except ValueError:
+            iou = _num(tok.strip())
+        if iou is None:
+            return False
+        k = s.find(",", j)
+        try:
+            count = int(s[j + 7 : k] if k >= 0 else s[j + 7 :])
+        except ValueError:
+            return False
+        self._r_lines += 1
+        if count > 0:
+            self._r_count += count
+            self._r_sum += iou * count
+        return True
+
+    def _iteration(self, m: re.Match[str], s: str) -> list[Event] | None:
+        if self._strict and m.end() != len(s):
+            return None  # an unterminated line that stops mid-field may be cut
+        it, t_loss, t_avg, avg_loss_word, t_rate, t_secs, images, t_hours = m.groups()
+        try:
+            loss, avg, rate = float(t_loss), float(t_avg), float(t_rate)
+        except ValueError:
+            f_loss, f_avg, f_rate = _num(t_loss), _num(t_avg), _num(t_rate)
+            if f_loss is None or f_avg is None or f_rate is None:
+                return None
+            loss, avg, rate = f_loss, f_avg, f_rate
+        hours: float | None = None
+        if t_hours is not None:
+            hours = _num(t_hours)
+            if hours is not None and hours < 0:
+                hours = None
+        if self._rank < 2:
+            self._hint("alexeyab" if avg_loss_word or t_hours is not None else "pjreddie")
+        return self._emit_iteration(int(it), loss, avg, rate, _num(t_secs), int(images), hours)
+
+    def _hank_iteration(self, m: re.Match[str], s: str) -> list[Event] | None:
+        loss = _num(m.group(2))
+        avg = _num(m.group(3))
+        if loss is None or avg is None:
+            return None
+        rate: float | None = None
+        secs: float | None = None
+        train: float | None = None
+        images: int | None = None
+        hours: float | None = None
+        remaining_ok = False
+        for item in m.group(4).split(","):
+            item = item.strip()
+            if item.startswith("rate="):
+                rate = _num(item[5:])
+            elif item.endswith(" images"):
+                try:
+                    images = int(item[:-7])
+                except ValueError:
+                    return None
+            elif item.startswith("time remaining="):
+                rest = item[15:].strip()
+                if rest == "unknown":
+                    remaining_ok = True
+                else:
+                    sec = _duration(rest)
+                    if sec is not None:
+                        remaining_ok = True
+                        hours = sec / 3600.0 if sec >= 0 else None
+            elif item.startswith("train="):
+                train = _duration(item[6:])
+            elif "=" not in item and secs is None:
+                secs = _duration(item)  # v2–v4: the iteration's duration has no key
+        if rate is None or images is None:
+            return None
+        if self._strict and not remaining_ok:
+            return None
+        self._hint("hankai")
+        return self._emit_iteration(
+            int(m.group(1)), loss, avg, rate, train if train is not None else secs, images, hours
+        )
+
+    def _emit_iteration(
+        self,
+        it: int,
+        loss: float,
+        avg: float,
+        rate: float,
+        secs: float | None,
+        images: int | None,
+        hours: float | None,
+    ) -> list[Event]:
+        line = self._lineno
+        prev = self._last_iter
+        if prev is not None and it < prev:
+            out: list[Event] = [self._count(IterationsRepeated(prev, it, line))]
+        else:
+            out = []
+        counts = self._counts
+        counts["Iteration"] = counts.get("Iteration", 0) + 1
+        out.append(Iteration(it, loss, avg, rate, secs, images, hours, line))
+        if not (math.isfinite(loss) and math.isfinite(avg)):
+            out.append(self._count(NanLoss(it, loss, avg, line)))
+        if self._r_lines:
+            mean = self._r_sum / self._r_count if self._r_count else None
+            out.append(self._count(LayerIoU(it, mean, self._r_count, self._r_lines, line)))
+            self._r_lines = self._r_count = 0
+            self._r_sum = 0.0
+        self._last_iter = it
+        self._map_since_iter = False
+        self._eval = None
+        if self._gpu_kinds:
+            self._gpu_kinds.clear()
+        return out
+
+    def _open_eval(self) -> _Eval:
+        if self._eval is None:
+            self._eval = _Eval()
+        return self._eval
+
+    def _map_line(self, s: str) -> list[Event] | None:
+        if "conf_thresh" in s:
+            self._conf_line(s)
+            return None
+        if "mean average precision (mAP" in s:
+            m = _MAP_RE.search(s)
+            if m is None:
+                return None
+            return self._map_result(m, s)
+        if "mean_average_precision" in s:
+            if self._map_since_iter or self._strict:
+                return None  # the same evaluation's summary (or possibly cut): absorbed
+            m2 = _MAP_SUMMARY_RE.search(s)
+            if m2 is None:
+                return None
+            value = _num(m2.group(2))
+            if value is None:
+                return None
+            return [self._emit_map(value, m2.group(1))]
+        if "calculation mAP" in s:
+            self._eval = _Eval()
+            if self._rank < 2:
+                self._hint("alexeyab")
+        return None
+
+    def _map_result(self, m: re.Match[str], s: str) -> list[Event] | None:
+        hank = bool(m.group(3))  # hank-ai: `(mAP@0.50)=81.23%`
+        if self._strict and not (hank or (m.group(4) is not None and s.endswith("%"))):
+            return None
+        value = _num(m.group(2))
+        if value is not None and hank:
+            value /= 100.0
+        elif value is None and m.group(4) is not None:
+            pct = _num(m.group(4))
+            value = pct / 100.0 if pct is not None else None
+        if value is None:
+            return None
+        self._hint("hankai" if hank else "alexeyab")
+        return [self._emit_map(value, m.group(1))]
+
+    def _emit_map(self, value: float, at: str | None) -> Event:
+        ev = self._eval or _Eval()
+        thr = ev.iou_threshold
+        if thr is None and at:
+            thr = _num(at)
+        result = MapResult(
+            iteration=self._last_iter,
+            map=value,
+            valid=math.isfinite(value) and 0.0 <= value <= 1.0,
+            iou_threshold=thr,
+            per_class=tuple(ev.per_class),
+            precision=ev.precision,
+            recall=ev.recall,
+            f1=ev.f1,
+            average_iou=ev.average_iou,
+            tp=ev.tp,
+            fp=ev.fp,
+            fn=ev.fn,
+            conf_thresh=ev.conf_thresh,
+            line=self._lineno,
+        )
+        self._eval = None
+        self._map_since_iter = True
+        return self._count(result)
+
+    def _conf_line(self, s: str) -> None:
+        if self._strict:
+            return
+        m = _PREC_RE.search(s)
+        if m is not None:
+            ev = self._open_eval()
+            ev.conf_thresh = _num(m.group(1))
+            ev.precision = _num(m.group(2))
+            ev.recall = _num(m.group(3))
+            ev.f1 = _num(m.group(4))
+            return
+        m = _TPFN_RE.search(s)
+        if m is not None:
+            ev = self._open_eval()
+            ev.conf_thresh = _num(m.group(1))
+            ev.tp, ev.fp, ev.fn = int(m.group(2)), int(m.group(3)), int(m.group(4))
+            iou = _num(m.group(5))
+            ev.average_iou = iou / 100.0 if iou is not None else None
+
+    def _class_line(self, s: str) -> None:
+        m = _CLASS_RE.search(s)
+        if m is None or self._strict:
+            return
+        ap = _num(m.group(3))
+        if ap is None:
+            return
+        tp = int(m.group(4)) if m.group(4) is not None else None
+        fp = int(m.group(5)) if m.group(5) is not None else None
+        self._open_eval().per_class.append(
+            ClassAP(int(m.group(1)), m.group(2).strip(), ap / 100.0, tp, fp)
+        )
+
+    def _table_row(self, s: str) -> None:
+        """One row of hank-ai's per-class table, read by the columns of its header."""
+        ev = self._eval
+        if ev is None or ev.table is None or self._strict:
+            return
+        cols = ev.table
+        toks = s.split()
+        tail = len(cols) - 2  # columns after Id and Name
+        if len(toks) < tail + 2 or not toks[0].isdigit():
+            return
+        values = toks[-tail:]
+        named = dict(zip(cols[2:], values, strict=True))
+        ap_txt = named.get("AP") or named.get("AvgPrecision")
+        ap = _num(ap_txt) if ap_txt is not None else None
+        if ap is None:
+            return
+        tp = named.get("TP")
+        fp = named.get("FP")
+        ev.per_class.append(
+            ClassAP(
+                int(toks[0]),
+                " ".join(toks[1:-tail]),
+                ap / 100.0,
+                int(tp) if tp is not None and tp.isdigit() else None,
+                int(fp) if fp is not None and fp.isdigit() else None,
+            )
+        )
+
+    def _resizing(self, s: str) -> list[Event] | None:
+        if self._resize_line:
+            self._resize_line = 0  # two `Resizing` in a row: the first never got a size
+        m = _WH_RE.search(s)
+        if m is not None:
+            if self._strict and not s.rstrip().endswith(m.group(2)) and "try" not in s:
+                return None
+            return [
+                self._count(
+                    Resized(int(m.group(1)), int(m.group(2)), self._last_iter, self._lineno)
+                )
+            ]
+        if not self._strict:
+            self._resize_line = self._lineno
+        return None
+
+    def _size_line(self, s: str) -> list[Event] | None:
+        """The line after `Resizing` that names the new size (`416` or ` 896 x 896 `)."""
+        if not any(ch.isalnum() for ch in s):
+            return []  # a quoting or prefix remnant between `Resizing` and its size
+        resize_line = self._resize_line
+        self._resize_line = 0
+        m = _SIZE_LINE_RE.search(s)
+        if m is None or self._strict:
+            out: list[Event] = [self._count(Resized(None, None, self._last_iter, resize_line))]
+            more = self._generic(s)
+            return out + more if more else out
+        w = int(m.group(1))
+        h = int(m.group(2)) if m.group(2) is not None else w
+        return [self._count(Resized(w, h, self._last_iter, self._lineno))]
+
+    def _saving(self, s: str) -> list[Event] | None:
+        if self._strict:
+            return None  # the path may be cut
+        path = s[s.index("Saving weights to ") + 18 :].strip()
+        if not path:
+            return None
+        return [self._count(WeightsSaved(path, self._last_iter, self._lineno))]
+
+    def _error(self, s: str) -> list[Event] | None:
+        if self._rank < 2 and ("dark_cuda" in s or "Darknet error location" in s):
+            self._hint("alexeyab")  # AlexeyAB's file and function names
+        kind = _gpu_kind(s)
+        if kind is not None:
+            if kind == "cuda" and self._strict:
+                return None  # a cut message could have named a more specific kind
+            if kind in self._gpu_kinds:
+                return None
+            self._gpu_kinds.add(kind)
+            return [self._count(GpuError(kind, s, self._last_iter, self._lineno))]
+        if "status Error" in s:
+            return None  # `CUDA status Error: file: …` only locates the next line's error
+        if _is_fatal(s):
+            return [self._count(FatalError(s, self._last_iter, self._lineno))]
+        return None
+
+
+def _gpu_kind(s: str) -> GpuErrorKind | None:
+    """The GPU error kind a line reports; None if it reports none."""
+    if (
+        "out of memory" in s
+        or "set subdivisions" in s
+        or "cudaErrorMemoryAllocation" in s
+        or "CUDA memory allocation failed" in s
+        or "CUDNN_STATUS_ALLOC_FAILED" in s
+        or "found FWD algo" in s
+    ):
+        return "out_of_memory"
+    if "no CUDA-capable device" in s or "cudaErrorNoDevice" in s:
+        return "no_device"
+    if "cuDNN Error" in s or "cuDNN current error" in s or "CUDNN_STATUS_" in s:
+        return "cudnn"
+    if "CUDA Error" in s:
+        return "cuda"
+    return None
+
+
+def _is_fatal(s: str) -> bool:
+    for frag in _FATAL_FRAGMENTS:
+        if frag in s:
+            return True
+    if "Assertion" in s and "failed" in s:
+        return True
+    i = s.find("Error: ")
+    # `Error: …` opens darknet's own error() messages; glued to a word it is something else.
+    return i == 0 or (i > 0 and not s[i - 1].isalnum())
+
+
+def parse_lines(lines: Iterable[str], flavour: Flavour | None = None) -> Iterator[Event]:
+    """Events from whole lines (a trailing newline, if any, is ignored)."""
+    parser = LogParser(flavour)
+    for line in lines:
+        got = parser.feed_line(line[:-1] if line.endswith("\n") else line)
+        if got:
+            yield from got
+    yield from parser.close()
+
+
+def parse_file(path: Path, flavour: Flavour | None = None) -> Iterator[Event]:
+    """Streams the events of a log file; undecodable bytes become U+FFFD, never an error."""
+    parser = LogParser(flavour)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - the generator closes it in `finally`
+    except OSError as e:
+        raise LogReadError(
+            f"cannot read darknet log {path}: {e.strerror or e}. Check the path and that"
+            " this user may read it."
+        ) from e
+    try:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            yield from parser.feed(decoder.decode(block))
+        yield from parser.feed(decoder.decode(b"", final=True))
+        yield from parser.close()
+    finally:
+        f.close()
+
+
+def detect_flavour(text_sample: str) -> Flavour | None:
+    """The darknet flavour a piece of its output shows; None when nothing tells."""
+    parser = LogParser()
+    parser.feed(text_sample)
+    parser.close()
+    return parser.flavour
