@@ -23,6 +23,15 @@ def _dump(obj: Any) -> None:
 @click.version_option(__version__, prog_name="trainsup")
 def main() -> None:
     """Supervise darknet/YOLO trainings: stop each at the right moment, keep the best weights."""
+    import logging
+
+    import structlog
+
+    # Diagnostics go to stderr so that stdout stays the command's output (JSON, progress).
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
 
 
 @main.command()

@@ -774,3 +774,12 @@ def test_given_flavour_is_kept_and_unknown_one_refused() -> None:
     assert p.flavour == "hankai"
     with pytest.raises(ValueError, match="unknown darknet flavour 'yolo'"):
         LogParser("yolo")  # type: ignore[arg-type]
+
+
+def test_an_unknown_cfg_section_is_a_fatal_error() -> None:
+    # pjreddie prints this and goes on until an unrelated assert; the line names the cause.
+    from supervisor.darknet.logparse import LogParser
+
+    events = LogParser("pjreddie").feed_line("    1 Type not recognized: [maxpoool]")
+    assert len(events) == 1 and isinstance(events[0], FatalError)
+    assert "[maxpoool]" in events[0].message

@@ -140,6 +140,7 @@ _ERROR_TRIGGERS = (
     "CUDNN",
     "Assert",
     "Couldn't open",
+    "not recognized",
     "(): ",
     "double free",
     "Segmentation fault",
@@ -149,6 +150,9 @@ _ERROR_TRIGGERS = (
 )
 _FATAL_FRAGMENTS = (
     "Couldn't open file",
+    # pjreddie's cfg parser names an unknown [section] and carries on until a later assert:
+    # this line is the cause a user needs to see.
+    "Type not recognized",
     "Darknet error location",
     "realloc(): ",
     "free(): ",
