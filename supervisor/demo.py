@@ -37,6 +37,7 @@ def write_demo_cfg(
     max_batches: int = 1500,
     steps: tuple[int, int] = (500, 600),
     burn_in: int = 50,
+    learning_rate: float | None = None,
 ) -> Path:
     """The demo cfg: batch 8 / subdivisions 1 (the stock file trains with batch=1), small input,
     random=0 (no multi-scale resizing: pjreddie would jump to 608×608), steps early enough that
@@ -56,6 +57,8 @@ def write_demo_cfg(
         ("steps", ",".join(map(str, steps))),
     ):
         cfg.set_net(key, value)
+    if learning_rate is not None:
+        cfg.set_net("learning_rate", learning_rate)
     cfg.set_random(0)
     for index, section in enumerate(cfg.sections):
         opt = section.get("filters")

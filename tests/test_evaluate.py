@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from supervisor.darknet.evaluate import (
 )
 from supervisor.darknet.labels import Box
 from supervisor.dataset.synth import make_shapes_dataset
+from supervisor.demo import write_demo_cfg
 
 
 def det(image: str, score: float, box: Sequence[float], cls: int = 0) -> Detection:
@@ -229,33 +229,6 @@ async def test_clear_errors_before_running_darknet(tmp_path: Path) -> None:
 
 # --- real darknet ---------------------------------------------------------------------------------
 
-STOCK_CFG = Path("/usr/share/darknet/cfg/yolov3-tiny.cfg")
-
-
-def tiny_cfg(
-    max_batches: int, *, size: int = 96, burn_in: int = 50, learning_rate: float = 0.001
-) -> str:
-    """yolov3-tiny for 2 classes with thin layers; the defaults give the demo's cfg (DESIGN)."""
-    s = STOCK_CFG.read_text()
-    s = re.sub(r"(?m)^batch=1$", "batch=8", s, count=1)
-    for old, new in [
-        ("width=416", f"width={size}"),
-        ("height=416", f"height={size}"),
-        ("burn_in=1000", f"burn_in={burn_in}"),
-        ("learning_rate=0.001", f"learning_rate={learning_rate}"),
-        ("max_batches = 500200", f"max_batches={max_batches}"),
-        ("steps=400000,450000", "steps=500,600"),
-        ("filters=1024", "filters=128"),
-        ("filters=512", "filters=128"),
-        ("filters=256", "filters=64"),
-        ("filters=255", "filters=21"),
-        ("classes=80", "classes=2"),
-        ("random=1", "random=0"),
-    ]:
-        assert old in s, old
-        s = s.replace(old, new)
-    return s
-
 
 @pytest.fixture(scope="module")
 def trained(darknet_bin: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
@@ -264,12 +237,11 @@ def trained(darknet_bin: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
     Early on darknet's training pushes every objectness below `detector valid`'s 0.005 floor
     (100 iterations at 96 px left 0 or 1 detection); 200 iterations at 64 px with a short
     warm-up and a doubled rate cost about as much and leave hundreds."""
-    if not STOCK_CFG.exists():
-        pytest.skip(f"{STOCK_CFG} missing: `apt-get install -y darknet`")
     root = tmp_path_factory.mktemp("evalrun")
     ds = make_shapes_dataset(root / "shapes", train=64, valid=16, seed=3)
-    cfg = root / "tiny.cfg"
-    cfg.write_text(tiny_cfg(200, size=64, burn_in=10, learning_rate=0.002))
+    cfg = write_demo_cfg(
+        root / "tiny.cfg", max_batches=200, size=64, burn_in=10, learning_rate=0.002
+    )
     subprocess.run(
         ["stdbuf", "-oL", "-eL", darknet_bin, "detector", "train", str(ds.data), str(cfg)],
         cwd=root,

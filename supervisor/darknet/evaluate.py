@@ -36,6 +36,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from supervisor.darknet.cfg import CfgError, DataFile
 from supervisor.darknet.labels import Box, label_path, read_yolo_labels
 from supervisor.training.events import ClassAP, Flavour, MapResult
 
@@ -297,22 +298,16 @@ def parse_detection_file(path: Path, class_id: int) -> list[Detection]:
 
 
 def read_data_file(path: Path) -> dict[str, str]:
-    """`key = value` lines of a darknet .data file (comments `#`/`;` and blanks skipped)."""
+    """`key = value` options of a darknet .data file, read as darknet reads them (`DataFile`)."""
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
+        data = DataFile.load(path)
     except OSError as e:
         raise EvaluationError(f"cannot read the .data file {path}: {e.strerror}") from None
+    except CfgError as e:
+        raise EvaluationError(str(e)) from None
     options: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, eq, value = line.partition("=")
-        if not eq:
-            raise EvaluationError(
-                f"{path}:{lineno}: {line!r} is not `key = value`; fix or remove the line"
-            )
-        options[key.strip()] = value.strip()
+    for opt in data.options:
+        options.setdefault(opt.key, opt.value)  # darknet uses the first of a repeated key
     return options
 
 
