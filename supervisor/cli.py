@@ -146,7 +146,12 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
     if tty:
         click.echo()
     r = result.report
-    click.echo(f"\n{r['status']}: {r['cause']}")
+    stop = r.get("stop")
+    if stop and r["status"] == "stopped":
+        click.echo(f"\nstopped at iteration {stop['iteration']} by rule `{stop['rule']}`: "
+                   f"{stop['reason']}")
+    else:
+        click.echo(f"\n{r['status']}: {r['cause']}")
     if r.get("stop"):
         click.echo(f"  advice: {r['stop']['advice']}")
     if r.get("best"):

@@ -260,6 +260,7 @@ class JobRunner:
         status, cause = self._end_cause(exit_entry)
         if status == "finished":
             self._snapshot_final()
+        self._evaluate_last()
         await self._eval_queue.join()
         evaluator.cancel()
         result = self._finish(status, cause, exit_entry)
@@ -364,6 +365,19 @@ class JobRunner:
             if snap is not None and self.own_eval and not self.history.evaluated(it):
                 self._evaluating.add(it)
                 self._eval_queue.put_nowait((it, snap))
+
+    def _evaluate_last(self) -> None:
+        """Score the newest snapshot too, so the kept `last` weights carry their mAP."""
+        if not self.own_eval:
+            return
+        snaps = self.job_dir / "snapshots"
+        its = [int(p.stem) for p in snaps.glob("*.weights") if p.stem.isdigit()]
+        if not its:
+            return
+        it = max(its)
+        if it not in self._evaluating and not self.history.evaluated(it):
+            self._evaluating.add(it)
+            self._eval_queue.put_nowait((it, snaps / f"{it}.weights"))
 
     async def _act_on_stop(self, handle: launch.LaunchHandle) -> None:
         if self._terminated or (self.stop_decision is None and not self._kill_now):
