@@ -162,6 +162,7 @@ def test_max_iterations_budget(shapes: Path) -> None:
         "budget",
         budget={"max_iterations": 150},
         evaluation={"every": 100, "source": "supervisor"},
+        stop={"min_iterations": 0},
     )
     result = run_job(path, shapes / "runs" / "budget")
     r = result.report
@@ -218,8 +219,9 @@ def test_missing_label_file_is_a_failure_not_a_success(shapes: Path, tmp_path: P
     result = run_job(path, tmp_path / "run")
     r = result.report
     assert result.status == "failed"
-    # pjreddie exits 0 here (facts §4b): the cause must come from its log, not the exit code.
-    assert r["exit"]["returncode"] == 0
+    # pjreddie's loader thread calls exit(0) (facts §4b); the main thread often segfaults
+    # meanwhile (seen here: SIGSEGV). Either way the cause must come from the log.
+    assert r["exit"]["returncode"] == 0 or r["exit"]["signal"] == "SIGSEGV"
     assert "Couldn't open file" in r["cause"] and ".txt" in r["cause"]
 
 
