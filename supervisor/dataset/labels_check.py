@@ -1,0 +1,219 @@
+"""Label files as darknet reads them: syntax (cached, per file) and box rules (per dataset).
+
+darknet reads a label file with `fscanf(f, "%d %f %f %f %f")` in a loop (pjreddie
+`read_boxes`, AlexeyAB the same): line breaks mean nothing to it. So one line with four or six
+fields shifts every later box, a token that is not a number ends the reading (the rest of the
+file is lost), and a UTF-8 byte-order mark at the start makes the first `%d` fail: the file
+yields no boxes at all. The evaluator's tolerant reader (`darknet.labels.read_yolo_labels`)
+hides all of this, which is why the check reads the files itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.dataset.findings import Finding, finding
+
+_INT = re.compile(r"[+-]?\d+")
+# What `%f` accepts; Python's float() would also take "1_0", which darknet would not.
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.I)
+
+EDGE_TOLERANCE = 0.01  # a box may overshoot the image by 1 % of its size (labelling tools do)
+MIN_BOX_PX = 2.0  # smaller boxes hold nothing a detector can learn
+DARKNET_MIN_WH = 0.001  # pjreddie's fill_truth_detection drops boxes with w or h below this
+
+Row = tuple[int, int, float, float, float, float]  # line, class id, cx, cy, w, h
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFacts:
+    """A parsed label file: rows that read as five numbers, and the lines that do not."""
+
+    rows: tuple[Row, ...]
+    bad: tuple[tuple[int, str, str], ...]  # (line, code, the line's text)
+    dups: tuple[tuple[int, int], ...]  # (line, line it repeats)
+    bom: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "r": [list(r) for r in self.rows],
+            "b": [list(b) for b in self.bad],
+            "d": [list(d) for d in self.dups],
+            "bom": self.bom,
+        }
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> LabelFacts:
+        return cls(
+            tuple((int(r[0]), int(r[1]), r[2], r[3], r[4], r[5]) for r in v["r"]),
+            tuple((int(b[0]), str(b[1]), str(b[2])) for b in v["b"]),
+            tuple((int(d[0]), int(d[1])) for d in v["d"]),
+            bool(v["bom"]),
+        )
+
+
+def inspect_label(path: str) -> LabelFacts:
+    """Read one label file. Raises OSError only when it cannot be read."""
+    with open(path, "rb") as f:
+        return parse_label_bytes(f.read())
+
+
+def parse_label_bytes(data: bytes) -> LabelFacts:
+    bom = data.startswith(b"\xef\xbb\xbf")
+    text = data[3:].decode("utf-8", "replace") if bom else data.decode("utf-8", "replace")
+    rows: list[Row] = []
+    bad: list[tuple[int, str, str]] = []
+    dups: list[tuple[int, int]] = []
+    seen: dict[tuple[int, float, float, float, float], int] = {}
+    for no, raw in enumerate(text.split("\n"), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        shown = raw.strip()[:80]
+        if len(fields) != 5:
+            bad.append((no, "label_columns", shown))
+            continue
+        if not _INT.fullmatch(fields[0]):
+            code = "label_class_not_integer" if _FLOAT.fullmatch(fields[0]) else "label_columns"
+            bad.append((no, code, shown))
+            continue
+        if not all(_FLOAT.fullmatch(t) for t in fields[1:]):
+            bad.append((no, "label_not_a_number", shown))
+            continue
+        cx, cy, w, h = (float(t) for t in fields[1:])
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)):
+            bad.append((no, "label_not_a_number", shown))
+            continue
+        key = (int(fields[0]), cx, cy, w, h)
+        if key in seen:
+            dups.append((no, seen[key]))
+            continue
+        seen[key] = no
+        rows.append((no, *key))
+    return LabelFacts(tuple(rows), tuple(bad), tuple(dups), bom)
+
+
+_SYNTAX_TEXT = {
+    "label_columns": (
+        "has {n} instead of 5 columns: {text!r}",
+        "write `class x_center y_center width height`, one box per line; darknet reads the "
+        "file as a stream of numbers, so this line shifts every box after it",
+    ),
+    "label_class_not_integer": (
+        "class id is not a whole number: {text!r}",
+        "write the class id as a whole number (0, 1, …); darknet reads `1.0` as class 1 and "
+        "then `.0` as the x of the box, which shifts every later box",
+    ),
+    "label_not_a_number": (
+        "a coordinate is not a finite number: {text!r}",
+        "write four numbers between 0 and 1; darknet stops reading the file at the first "
+        "token that is not a number and drops the rest",
+    ),
+}
+
+
+def label_findings(
+    facts: LabelFacts,
+    label_file: str,
+    classes: int | None,
+    width: int,
+    height: int,
+    counts: list[int],
+) -> list[Finding]:
+    """Findings of one label file; adds each box of a valid class to `counts[class]`.
+
+    `width`/`height` are the image's pixels (0 when unknown: then only darknet's own minimum
+    box size applies).
+    """
+    out: list[Finding] = []
+    if facts.bom:
+        out.append(
+            finding(
+                "label_bom",
+                label_file,
+                1,
+                "the file starts with a UTF-8 byte-order mark; darknet's fscanf stops at it and "
+                "reads no box from this file",
+                "save the file as UTF-8 without BOM (or ASCII)",
+            )
+        )
+    for no, code, text in facts.bad:
+        msg, fix = _SYNTAX_TEXT[code]
+        out.append(finding(code, label_file, no, msg.format(n=len(text.split()), text=text), fix))
+    for no, first in facts.dups:
+        out.append(
+            finding(
+                "label_duplicate_row",
+                label_file,
+                no,
+                f"repeats line {first} exactly; the box is trained twice as hard",
+                f"delete line {no}",
+            )
+        )
+    for row in facts.rows:
+        out.extend(_row_findings(row, label_file, classes, width, height, counts))
+    return out
+
+
+def _row_findings(
+    row: Row, label_file: str, classes: int | None, width: int, height: int, counts: list[int]
+) -> list[Finding]:
+    no, cls, cx, cy, w, h = row
+    out: list[Finding] = []
+    if classes is not None and not 0 <= cls < classes:
+        out.append(
+            finding(
+                "label_class_out_of_range",
+                label_file,
+                no,
+                f"class id {cls} is outside 0…{classes - 1} (classes={classes})",
+                "check that the .names order matches the ids your labelling tool wrote, and "
+                "that classes= counts every class",
+            )
+        )
+    elif classes is not None:
+        counts[cls] += 1
+    geometry = _geometry(cx, cy, w, h, width, height)
+    if geometry is not None:
+        code, msg, fix = geometry
+        out.append(finding(code, label_file, no, msg, fix))
+    return out
+
+
+def _geometry(
+    cx: float, cy: float, w: float, h: float, width: int, height: int
+) -> tuple[str, str, str] | None:
+    values = f"x={cx:g} y={cy:g} w={w:g} h={h:g}"
+    if max(cx, cy, w, h) > 1.0 + 1e-6:
+        return (
+            "label_not_normalized",
+            f"{values}: values above 1 look like pixels, YOLO labels are fractions of the image",
+            "divide x and w by the image width and y and h by its height",
+        )
+    if min(cx, cy, w, h) < -1e-6:
+        return (
+            "label_negative",
+            f"{values}: negative values",
+            "re-export the labels; centre and size must lie between 0 and 1",
+        )
+    t = EDGE_TOLERANCE
+    if cx - w / 2 < -t or cy - h / 2 < -t or cx + w / 2 > 1 + t or cy + h / 2 > 1 + t:
+        return (
+            "box_outside_image",
+            f"{values}: the box reaches beyond the image edge (darknet clips it, so the "
+            "trained box is not the one you drew)",
+            "clip the box to the image: its edges cx±w/2 and cy±h/2 must lie in 0…1",
+        )
+    tiny_px = width > 0 and height > 0 and (w * width < MIN_BOX_PX or h * height < MIN_BOX_PX)
+    if w < DARKNET_MIN_WH or h < DARKNET_MIN_WH or tiny_px:
+        px = f" ({w * width:.1f}×{h * height:.1f} px)" if width > 0 and height > 0 else ""
+        return (
+            "box_too_small",
+            f"{values}: zero or near-zero box{px}; darknet ignores boxes under 0.1 % of the "
+            "image and nothing smaller than 2 px can be learned",
+            "delete the line or redraw the box",
+        )
+    return None

@@ -1,0 +1,263 @@
+"""Checks across images and splits: overlaps, duplicates, near-duplicates, split and class balance.
+
+These are the seed's "mAP too good to be true" causes (validation too small or too similar to
+training, duplicates / near-duplicates) and its starter checklist's "enough examples per class".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from supervisor.dataset.findings import Finding, finding
+from supervisor.dataset.images import ImageFacts, hamming, similarity
+from supervisor.dataset.lists import Entry
+
+NEAR_DUP_BITS = 5  # dHash Hamming distance of a near-duplicate candidate (of 64 bits)
+NEAR_DUP_SIMILARITY = 0.9  # likeness that confirms a candidate (images.similarity)
+VALID_MIN_SHARE = 0.10  # below this share of all images the validation mAP is mostly noise
+VALID_MIN_OBJECTS = 10  # fewer validation objects of a class: its AP moves in big steps
+IMBALANCE_RATIO = 10.0  # most / least frequent class in train
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCounts:
+    """Per split: images found on disk, negatives, objects per class id."""
+
+    images: int
+    negatives: int
+    per_class: tuple[int, ...]
+
+
+def overlap_findings(
+    entries: Sequence[Entry], facts: dict[str, ImageFacts]
+) -> tuple[list[Finding], set[str]]:
+    """Listed twice, in both splits (path, content, near-duplicate), duplicates within a split.
+
+    `entries` are the non-blank list lines in file order; `facts` the decoded images by path.
+    Returns the findings and the valid images that overlap train (for the split sizes).
+    """
+    out: list[Finding] = []
+    first: dict[tuple[str, str], Entry] = {}
+    by_split: dict[str, dict[str, Entry]] = {"train": {}, "valid": {}}
+    for e in entries:
+        if (e.split, e.image) in first:
+            prev = first[(e.split, e.image)]
+            out.append(
+                finding(
+                    "image_listed_twice",
+                    e.list_file,
+                    e.line,
+                    f"{e.written} is already listed on line {prev.line}; darknet trains on it "
+                    "twice as often as on the others",
+                    f"delete line {e.line}",
+                )
+            )
+            continue
+        first[(e.split, e.image)] = e
+        by_split.setdefault(e.split, {})[e.image] = e
+    train, valid = by_split["train"], by_split["valid"]
+    overlapping: set[str] = set()
+
+    for path, e in valid.items():
+        if path in train:
+            overlapping.add(path)
+            t = train[path]
+            out.append(
+                finding(
+                    "split_overlap_path",
+                    e.list_file,
+                    e.line,
+                    f"{e.written} is also in the training list ({t.list_file}:{t.line}); its "
+                    "mAP measures memory, not generalisation",
+                    "remove it from one of the two lists",
+                )
+            )
+
+    train_by_sha: dict[str, list[str]] = defaultdict(list)
+    for path in train:
+        if path in facts:
+            train_by_sha[facts[path].sha].append(path)
+    for path in valid:
+        if path in overlapping or path not in facts:
+            continue
+        same = train_by_sha.get(facts[path].sha)
+        if same:
+            overlapping.add(path)
+            out.append(
+                finding(
+                    "split_overlap_content",
+                    path,
+                    None,
+                    f"identical bytes to training image {same[0]}; its mAP measures memory",
+                    "delete the copy from the validation list (or from the training list)",
+                )
+            )
+
+    for split, members in by_split.items():
+        groups: dict[str, list[str]] = defaultdict(list)
+        for path in members:
+            if path in facts and facts[path].problem != "empty":
+                groups[facts[path].sha].append(path)
+        for paths in groups.values():
+            # One finding per extra copy: each is a file to delete, the first one stays.
+            out.extend(
+                finding(
+                    "duplicate_images",
+                    copy,
+                    None,
+                    f"identical to {paths[0]} (both in {split}); duplicates weigh those images "
+                    "more in training",
+                    f"delete {copy} from the {split} list (keep one copy)",
+                )
+                for copy in paths[1:]
+            )
+
+    out.extend(_near_duplicates(train, valid, facts, overlapping))
+    return out, overlapping
+
+
+def _near_duplicates(
+    train: dict[str, Entry],
+    valid: dict[str, Entry],
+    facts: dict[str, ImageFacts],
+    skip: set[str],
+) -> list[Finding]:
+    # Multi-index hashing: split the 64 bits into NEAR_DUP_BITS + 1 bands; two hashes within
+    # NEAR_DUP_BITS differ in at most that many bands, so they share at least one exactly.
+    # Exact, and it compares a valid image with a few train images instead of all of them.
+    bands = NEAR_DUP_BITS + 1
+    edges = [round(i * 64 / bands) for i in range(bands + 1)]
+    index: list[dict[int, list[str]]] = [defaultdict(list) for _ in range(bands)]
+    for path in train:
+        f = facts.get(path)
+        if f is not None and f.thumb:
+            for b in range(bands):
+                index[b][_band(f.dhash, edges[b], edges[b + 1])].append(path)
+    out: list[Finding] = []
+    for path in valid:
+        f = facts.get(path)
+        if path in skip or f is None or not f.thumb:
+            continue
+        best: tuple[float, str] | None = None
+        seen: set[str] = set()
+        for b in range(bands):
+            for cand in index[b].get(_band(f.dhash, edges[b], edges[b + 1]), ()):
+                if cand in seen:
+                    continue
+                seen.add(cand)
+                g = facts[cand]
+                if g.sha == f.sha or hamming(f.dhash, g.dhash) > NEAR_DUP_BITS:
+                    continue
+                sim = similarity(f, g)
+                if sim >= NEAR_DUP_SIMILARITY and (best is None or sim > best[0]):
+                    best = (sim, cand)
+        if best is not None:
+            out.append(
+                finding(
+                    "near_duplicate_across_splits",
+                    path,
+                    None,
+                    f"looks like training image {best[1]} (re-encoded, resized or re-exposed "
+                    f"copy; likeness {best[0]:.2f}); mAP on such pairs looks too good to be true",
+                    "move near-identical shots (same scene, consecutive frames) into one split",
+                )
+            )
+    return out
+
+
+def _band(value: int, lo: int, hi: int) -> int:
+    return (value >> lo) & ((1 << (hi - lo)) - 1)
+
+
+def balance_findings(
+    counts: dict[str, SplitCounts],
+    names: Sequence[str],
+    valid_list: str | None,
+    train_list: str | None,
+) -> list[Finding]:
+    """Validation size, classes absent or rare in a split, class imbalance, negatives."""
+    out: list[Finding] = []
+    train, valid = counts.get("train"), counts.get("valid")
+    if train is None:
+        return out
+    if valid is not None:
+        total = train.images + valid.images
+        if total and valid.images < VALID_MIN_SHARE * total:
+            out.append(
+                finding(
+                    "valid_too_small",
+                    valid_list,
+                    None,
+                    f"validation has {valid.images} of {total} images "
+                    f"({valid.images / total:.1%}); its mAP will swing with a handful of images",
+                    f"move images into validation until it holds at least "
+                    f"{VALID_MIN_SHARE:.0%} (~{round(VALID_MIN_SHARE * total)} images)",
+                )
+            )
+        for cls, name in enumerate(names):
+            n_valid = valid.per_class[cls] if cls < len(valid.per_class) else 0
+            n_train = train.per_class[cls] if cls < len(train.per_class) else 0
+            if n_valid == 0 and n_train > 0:
+                out.append(
+                    finding(
+                        "class_missing_in_valid",
+                        valid_list,
+                        None,
+                        f"class {cls} ({name}) has no object in validation; its AP is never "
+                        "measured and the mAP hides it",
+                        f"move some images with {name} into validation",
+                    )
+                )
+            elif 0 < n_valid < VALID_MIN_OBJECTS:
+                out.append(
+                    finding(
+                        "valid_class_too_few",
+                        valid_list,
+                        None,
+                        f"class {cls} ({name}) has only {n_valid} objects in validation; one "
+                        "miss moves its AP by several points",
+                        f"give validation at least {VALID_MIN_OBJECTS} objects of {name}",
+                    )
+                )
+    present = [n for n in train.per_class if n > 0]
+    for cls, name in enumerate(names):
+        if cls < len(train.per_class) and train.per_class[cls] == 0:
+            out.append(
+                finding(
+                    "class_missing_in_train",
+                    train_list,
+                    None,
+                    f"class {cls} ({name}) has no object in the training images; the network "
+                    "cannot learn it",
+                    f"add labelled images of {name}, or remove the class from .names and cfg",
+                )
+            )
+    if len(present) >= 2 and max(present) >= IMBALANCE_RATIO * min(present):
+        lo = min(range(len(names)), key=lambda c: train.per_class[c] or 1 << 62)
+        hi = max(range(len(names)), key=lambda c: train.per_class[c])
+        out.append(
+            finding(
+                "class_imbalance",
+                train_list,
+                None,
+                f"{names[hi]} has {train.per_class[hi]} training objects, {names[lo]} only "
+                f"{train.per_class[lo]} ({train.per_class[hi] / train.per_class[lo]:.0f}:1); "
+                f"the rare class will be detected poorly",
+                f"add images of {names[lo]} (or fewer of {names[hi]}) until the ratio is "
+                f"below {IMBALANCE_RATIO:.0f}:1",
+            )
+        )
+    if train.images and train.negatives == 0:
+        out.append(
+            finding(
+                "no_negatives",
+                train_list,
+                None,
+                "no training image is a negative (empty label file); the network never sees "
+                "scenes without objects and tends to false positives",
+                "add some images of your real background with empty .txt files",
+            )
+        )
+    return out
