@@ -76,12 +76,87 @@ def _load_spec(path: Path) -> Any:
         sys.exit(2)
 
 
+def _progress_printer(what: str) -> Any:
+    """(done, total) → a `\r` line on a terminal's stderr; silent otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        click.echo(f"\r{what} {done}/{total}", nl=done >= total, err=True)
+
+    return show
+
+
 @main.command()
-@click.argument("job", type=click.Path(path_type=Path))
-def check(job: Path) -> None:
-    """Validate a JOB file; print every problem with its line and how to fix it."""
-    spec = _load_spec(job)
-    click.echo(f"{job}: OK — job `{spec.name}`")
+@click.argument("job", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Check this .data file's dataset (instead of a job file).",
+)
+@click.option(
+    "--cfg",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --data: the .cfg to check against it.",
+)
+@click.option(
+    "--flavour",
+    type=FLAVOUR_CHOICE,
+    default=None,
+    help="With --data: whose label rule applies (default pjreddie).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One object: summary and findings.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--no-dataset", is_flag=True, help="Check only the job file itself.")
+def check(
+    job: Path | None,
+    data: Path | None,
+    cfg: Path | None,
+    flavour: str | None,
+    as_json: bool,
+    strict: bool,
+    no_dataset: bool,
+) -> None:
+    """Check a JOB file and its dataset before training (exit 0 ok, 1 warnings with --strict,
+    2 errors). `trainsup check --data obj.data --cfg yolo.cfg` checks a dataset alone."""
+    from supervisor.dataset.check import check_dataset
+    from supervisor.dataset.render import format_report
+    from supervisor.preflight import check_job, spec_findings
+    from supervisor.spec import SpecError, load_spec
+
+    if (job is None) == (data is None):
+        raise click.UsageError("give a JOB file, or --data (and --cfg) for a dataset alone")
+    progress = None if as_json else _progress_printer("checking images")
+    if job is not None:
+        try:
+            spec = load_spec(job)
+        except SpecError as e:
+            if as_json:
+                _dump({"summary": None, "findings": spec_findings(e)})
+            else:
+                click.echo(str(e), err=True)
+            sys.exit(2)
+        if no_dataset:
+            if as_json:
+                _dump({"summary": None, "findings": []})
+            else:
+                click.echo(f"{job}: OK — job `{spec.name}`")
+            return
+        report = check_job(spec, progress)
+    else:
+        assert data is not None
+        report = check_dataset(
+            data, cfg, flavour=cast(Flavour, flavour or "pjreddie"), progress=progress
+        )
+    if as_json:
+        _dump(report.to_json())
+    else:
+        if job is not None:
+            click.echo(f"{job}: job file OK — job `{spec.name}`\n")
+        click.echo(format_report(report))
+    sys.exit(report.exit_status(strict))
 
 
 def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path:
@@ -92,6 +167,27 @@ def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path
     while (runs / f"{name}-{n}").exists():
         n += 1
     return runs / f"{name}-{n}"
+
+
+def _preflight(spec: Any, mode: str) -> bool:
+    """Check the dataset before training; False when the run must not start."""
+    if mode == "off":
+        return True
+    from supervisor.dataset.render import format_report
+    from supervisor.preflight import check_job
+
+    report = check_job(spec, _progress_printer("pre-flight: checking images"))
+    errors = report.exit_status() == 2
+    if errors or report.findings:
+        click.echo(format_report(report), err=True)
+    if errors and mode == "block":
+        click.echo(
+            "\nnot started: fix the errors above, or run with --preflight warn "
+            "(or off) to train anyway",
+            err=True,
+        )
+        return False
+    return True
 
 
 def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
@@ -148,8 +244,9 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
     r = result.report
     stop = r.get("stop")
     if stop and r["status"] == "stopped":
-        click.echo(f"\nstopped at iteration {stop['iteration']} by rule `{stop['rule']}`: "
-                   f"{stop['reason']}")
+        click.echo(
+            f"\nstopped at iteration {stop['iteration']} by rule `{stop['rule']}`: {stop['reason']}"
+        )
     else:
         click.echo(f"\n{r['status']}: {r['cause']}")
     if r.get("stop"):
@@ -174,9 +271,19 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
     help="Job dir to use (default: ./runs/<name>-<n>/).",
 )
 @click.option("--binary", default=None, help="darknet executable to run instead of the job's.")
-def run(job: Path, workdir: Path | None, binary: str | None) -> None:
+@click.option(
+    "--preflight",
+    type=click.Choice(["block", "warn", "off"]),
+    default="block",
+    show_default=True,
+    help="Dataset checks before training: errors block the run, "
+    "are only shown, or nothing is checked.",
+)
+def run(job: Path, workdir: Path | None, binary: str | None, preflight: str) -> None:
     """Run JOB in the foreground; Ctrl-C stops after the next save, twice stops at once."""
     spec = _load_spec(job)
+    if not _preflight(spec, preflight):
+        sys.exit(2)
     sys.exit(_run_job(spec, _job_dir(workdir, spec.name).absolute(), binary))
 
 
@@ -201,6 +308,8 @@ def demo(root: Path, seed: int) -> None:
     )
     click.echo(f"job file: {d.job}")
     spec = _load_spec(d.job)
+    if not _preflight(spec, "block"):
+        sys.exit(2)
     sys.exit(_run_job(spec, _job_dir(None, spec.name, root.absolute() / "runs"), None))
 
 

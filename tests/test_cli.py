@@ -92,7 +92,8 @@ def test_analyze_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_check_accepts_the_example_and_rejects_bad_input(tmp_path: Path) -> None:
-    ok = trainsup("check", str(ROOT / "configs" / "job.example.yaml"))
+    # The example's data files do not exist here: only the job file itself is checked.
+    ok = trainsup("check", "--no-dataset", str(ROOT / "configs" / "job.example.yaml"))
     assert ok.returncode == 0, ok.stderr + ok.stdout
     bad = tmp_path / "job.yaml"
     bad.write_text("name: x\ndarknet:\n  data: a.data\n  cfg: b.cfg\nstop:\n  platea: {}\n")
@@ -108,3 +109,46 @@ def test_schema_is_json_schema_for_the_job_file() -> None:
     assert {"name", "darknet", "budget", "evaluation", "stop", "retain"} <= set(
         schema["properties"]
     )
+
+
+@pytest.fixture()
+def demo_dir(tmp_path: Path) -> Path:
+    from supervisor.demo import make_demo
+
+    make_demo(tmp_path / "demo", train=40, valid=12)
+    return tmp_path / "demo"
+
+
+def test_check_job_runs_the_dataset_checks(demo_dir: Path) -> None:
+    p = trainsup("check", "--json", str(demo_dir / "job.yaml"))
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["summary"]["splits"]["train"]["images"] == 40
+    codes = {f["code"] for f in report["findings"]}
+    assert "backup_missing" not in codes  # a job's backup dir is the job dir's own
+    assert all(f["severity"] != "error" for f in report["findings"])
+    strict = trainsup("check", "--strict", str(demo_dir / "job.yaml"))
+    assert strict.returncode == (1 if report["findings"] else 0)
+    assert "Dataset check of" in strict.stdout
+
+
+def test_check_and_run_block_on_dataset_errors(demo_dir: Path) -> None:
+    first = (demo_dir / "data" / "train.txt").read_text().split()[0]
+    label = Path(first).with_suffix(".txt")
+    label.write_text("7 0.5 0.5 0.2 0.2\n")  # class 7 of 2
+    p = trainsup("check", "--json", str(demo_dir / "job.yaml"))
+    assert p.returncode == 2
+    [f] = [f for f in json.loads(p.stdout)["findings"] if f["code"] == "label_class_out_of_range"]
+    assert f["file"] == str(label) and f["line"] == 1 and f["fix"]
+    run = trainsup("run", "--workdir", str(demo_dir / "run"), str(demo_dir / "job.yaml"))
+    assert run.returncode == 2 and "not started" in run.stderr
+    assert not (demo_dir / "run").exists()  # darknet never started
+
+
+def test_check_job_file_errors_as_json(tmp_path: Path) -> None:
+    bad = tmp_path / "job.yaml"
+    bad.write_text("name: x\ndarknet:\n  data: a.data\n  cfg: b.cfg\nstop:\n  target_map: 85\n")
+    p = trainsup("check", "--json", str(bad))
+    assert p.returncode == 2
+    [f] = json.loads(p.stdout)["findings"]
+    assert f["code"] == "job_spec" and f["line"] == 6 and "0.85" in f["message"]
