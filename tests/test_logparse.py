@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -31,14 +30,10 @@ from supervisor.training.events import (
     Resized,
     WeightsSaved,
 )
+from tests.conftest import LOGS, LogFacts
 
 E = TypeVar("E")
-# Where conftest's `logs_dir` fixture looks; needed at collection time to parametrize. Rows of
-# `log_index` are conftest's `LogFacts` (typed Any here: conftest is not an importable module
-# under every pytest import mode).
-LOGS = Path(os.environ.get("TRAINSUP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-LOGS = LOGS / "logs"
-LogFacts = Any
+# Needed at collection time to parametrize; conftest decides skip-or-fail when it is absent.
 SHARED_LOGS = sorted(p.name for p in LOGS.glob("*.log")) if LOGS.is_dir() else []
 
 

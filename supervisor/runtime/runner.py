@@ -192,7 +192,7 @@ class JobRunner:
                 self.files.data,
                 self.files.cfg,
                 spec.darknet.weights,
-                gpus=spec.darknet.gpus if self.flavour != "pjreddie" or _has_gpu() else (),
+                gpus=spec.darknet.gpus,
                 map=not self.own_eval,
                 extra_args=spec.darknet.extra_args,
             )
@@ -252,8 +252,6 @@ class JobRunner:
             await launch.terminate(handle, self.config.grace)
             proc.wait()
             raise
-        finally:
-            pass
         # darknet is gone: complete what it saved, score what is due, then keep and report.
         self._complete_pending_save(final=True)
         exit_entry = launch.read_exit(self.job_dir / "exit.json", number)
@@ -585,10 +583,6 @@ class JobRunner:
 
 def _errors(h: History) -> list[GpuError | FatalError]:
     return sorted([*h.gpu_errors, *h.fatal_errors], key=lambda e: e.line)
-
-
-def _has_gpu() -> bool:
-    return Path("/dev/nvidia0").exists()
 
 
 def _finite(x: float) -> float | None:
