@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.darknet.cfg import Cfg, CfgError, DataFile, cfg_base, cfg_hash, prepare_job_files
+from supervisor.darknet.cfg import Cfg, CfgError, DataFile, cfg_base, cfg_hash
+from supervisor.darknet.jobfiles import prepare_job_files
 
 STOCK = Path("/usr/share/darknet/cfg")
 STOCK_CFGS = sorted(STOCK.glob("*.cfg")) if STOCK.is_dir() else []

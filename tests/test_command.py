@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from supervisor.darknet.cfg import prepare_job_files
 from supervisor.darknet.command import (
     EXTRA_FLAGS,
     ArgvError,
@@ -28,6 +27,7 @@ from supervisor.darknet.command import (
     weights_complete,
     weights_names,
 )
+from supervisor.darknet.jobfiles import prepare_job_files
 
 
 def write_weights(path: Path, seen: int, *, version: tuple[int, int, int] = (0, 2, 0),

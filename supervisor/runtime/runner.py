@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
-from supervisor.darknet.cfg import Cfg, cfg_hash, prepare_job_files
+from supervisor.darknet.cfg import Cfg, cfg_hash
 from supervisor.darknet.command import (
     ArgvError,
     read_weights_header,
@@ -33,6 +33,7 @@ from supervisor.darknet.command import (
     weights_names,
 )
 from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
+from supervisor.darknet.jobfiles import prepare_job_files
 from supervisor.darknet.logparse import LogParser
 from supervisor.jobpolicy import policy_for, schedule_of
 from supervisor.runtime import launch
