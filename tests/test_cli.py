@@ -152,3 +152,30 @@ def test_check_job_file_errors_as_json(tmp_path: Path) -> None:
     assert p.returncode == 2
     [f] = json.loads(p.stdout)["findings"]
     assert f["code"] == "job_spec" and f["line"] == 6 and "0.85" in f["message"]
+
+
+@pytest.mark.darknet
+def test_ctrl_c_in_run_stops_after_the_next_save(demo_dir: Path, darknet_bin: str) -> None:
+    import signal
+    import time
+
+    job_dir = demo_dir / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "run", "--preflight", "off",
+         "--workdir", str(job_dir), str(demo_dir / "job.yaml")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log = job_dir / "darknet.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and "\n20: " in log.read_text(errors="replace"):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Ctrl-C: stopping after the next save" in err
+    report = json.loads((job_dir / "report.json").read_text())
+    assert report["status"] == "stopped" and report["stop"]["rule"] == "user"
+    assert report["kept"]["last"]["iteration"] == 100  # the save after the Ctrl-C, not lost
+    assert "stopped at iteration" in out and "kept last" in out
