@@ -72,7 +72,7 @@ def test_plateau_fires_patience_after_the_last_real_improvement() -> None:
     # 0.6 is reached at 3000; the last +0.005 step before it is at 2975→3000, so stop at 5000.
     assert stop.iteration == 5000
     assert stop.numbers["best_iteration"] == 3000
-    assert "has not improved by 0.5 points" in stop.reason
+    assert "has not gained 0.5 points over 60.0 % (iteration 3000)" in stop.reason
 
 
 def test_plateau_ignores_gains_smaller_than_min_delta() -> None:

@@ -162,8 +162,9 @@ class Plateau:
         if h.iteration - since < patience:
             return None
         why = (
-            f"best mAP {pct(h.best.map)} (iteration {h.best.iteration}) has not improved by "
-            f"{points(self.min_delta)} for {h.iteration - ref.iteration} iterations"
+            f"mAP has not gained {points(self.min_delta)} over {pct(ref.map)} (iteration "
+            f"{ref.iteration}) for {h.iteration - ref.iteration} iterations; best "
+            f"{pct(h.best.map)} at iteration {h.best.iteration}"
         )
         if passed:
             why += f" (counted from the learning-rate step at {since})"
