@@ -255,3 +255,46 @@ def test_missing_backup_dir_is_a_failure(shapes: Path, tmp_path: Path) -> None:
     assert result.status == "failed"
     assert result.report["exit"]["returncode"] == 0
     assert "Couldn't open file" in result.report["cause"] and "backup" in result.report["cause"]
+
+
+# --- AlexeyAB (-map) through a scripted stand-in replaying a real log -----------------------
+
+STANDIN = Path(__file__).parent / "standins" / "alexeyab_replay.py"
+
+
+def test_alexeyab_live_run_decides_what_analyze_decides(
+    shapes: Path, logs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor.analyze import analyze_log
+    from supervisor.jobpolicy import policy_for, schedule_from_cfg
+
+    log = logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
+    monkeypatch.setenv("TRAINSUP_REPLAY_LOG", str(log))
+    monkeypatch.setenv("TRAINSUP_REPLAY_DELAY", "0.002")
+    cfg = write_demo_cfg(tmp_path / "fire.cfg", max_batches=20000)
+    job = demo_job("fire", shapes / "data" / "obj.data", cfg)
+    job["darknet"] = {**job["darknet"], "binary": str(STANDIN), "flavour": "alexeyab"}  # type: ignore[dict-item]
+    job["evaluation"] = {"source": "auto"}
+    job["stop"] = {}  # the defaults
+    job["budget"] = {}
+    path = tmp_path / "fire.yaml"
+    path.write_text(yaml.safe_dump(job))
+    result = run_job(path, tmp_path / "run")
+    r = result.report
+
+    spec = load_spec(path)
+    replay = analyze_log(log, policy_for(spec), schedule_from_cfg(cfg))
+    assert replay.stop is not None
+    assert "-map" in r["argv"] and "-dont_show" in r["argv"]
+    assert r["evaluation_source"] == "darknet"
+    assert result.status == "stopped"
+    assert (r["stop"]["rule"], r["stop"]["iteration"]) == (replay.stop.rule, replay.stop.iteration)
+    live = [(e["iteration"], e["map"]) for e in r["evaluations"]]
+    replayed = [(e.iteration, e.map) for e in replay.history.evaluations]
+    assert live == replayed[: len(live)] and len(live) >= 70  # every 100 from 1000
+    # The best of darknet's own -map, kept from its _best.weights.
+    assert replay.kept is not None
+    best = r["kept"]["best"]
+    assert (best["iteration"], best["map"]) == (replay.kept.iteration, replay.kept.map)
+    assert seen_iteration(Path(best["path"])) == best["iteration"]
+    assert r["kept"]["last"]["iteration"] >= r["stop"]["iteration"]

@@ -51,7 +51,7 @@ from supervisor.training.events import (
     Tick,
     WeightsSaved,
 )
-from supervisor.training.history import History
+from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Evaluate, Policy, Stop, pct
 from supervisor.training.retention import Snapshot, plan_retention
 from supervisor.training.schedule import Schedule
@@ -144,7 +144,6 @@ class JobRunner:
         self._evaluating: set[int] = set()
         self._eval_queue: asyncio.Queue[tuple[int, Path]] = asyncio.Queue()
         self._events_file: Any = None
-        self._snapshots: dict[int, Snapshot] = {}
         self._eval_errors: list[str] = []
         self._rate: list[tuple[float, int]] = []  # (time, iteration) for it/s
 
@@ -283,6 +282,9 @@ class JobRunner:
             self._write(type(ev).__name__, dataclasses.asdict(ev))
         self.history = self.history.add(ev)
         if isinstance(ev, WeightsSaved):
+            # darknet writes one file at a time: a new `Saving weights` line means the previous
+            # file is complete (AlexeyAB saves _best and then _last after one iteration).
+            self._complete_pending_save(final=True)
             it = ev.iteration if ev.iteration is not None else self.history.iteration
             self._pending_save = _Save(self._weights_path(ev.path), it)
         if isinstance(ev, Iteration | MapResult | Tick):
@@ -315,8 +317,8 @@ class JobRunner:
         log.info("stopping", job=self.spec.name, rule=d.rule, reason=d.reason)
 
     def _complete_pending_save(self, final: bool = False) -> None:
-        """darknet printed `Saving weights` before writing; the next iteration line (or its
-        exit) means the write finished (facts §4)."""
+        """darknet printed `Saving weights` before writing; the next iteration line, the next
+        save, or its exit (`final`) means the write finished (facts §4)."""
         save = self._pending_save
         if save is None:
             return
@@ -327,6 +329,17 @@ class JobRunner:
             return
         self._last_complete = save
         if self.stop_decision is not None and not self._terminated:
+            self._snapshot(save)
+        best = self.history.best
+        if (
+            not self.own_eval
+            and self.names.best is not None
+            and save.path.name == self.names.best
+            and best is not None
+            and best.iteration == save.iteration
+        ):
+            # darknet's -map found a new best and wrote _best.weights: copy it now, before a
+            # later best overwrites it, so retention can keep (and rank) it.
             self._snapshot(save)
 
     def _snapshot(self, save: _Save) -> Path | None:
@@ -352,8 +365,8 @@ class JobRunner:
             tmp.unlink(missing_ok=True)
             return None
         os.replace(tmp, dest)
-        self._snapshots.setdefault(save.iteration, Snapshot(save.iteration))
-        self._write_snapshot_meta(save.iteration)
+        ev = self._evaluation_at(save.iteration)
+        self._write_snapshot_meta(save.iteration, ev.result if ev else None)
         return dest
 
     def _snapshot_final(self) -> None:
@@ -417,7 +430,6 @@ class JobRunner:
                     flavour=self.flavour,
                 )
                 m = res.to_map_result(iteration=it, weights=str(weights), time=time.time())
-                self._snapshots[it] = Snapshot(it, m.map, m.valid)
                 self._on_event(m)
                 self._write_snapshot_meta(it, m)
             except EvaluationError as e:
@@ -426,6 +438,13 @@ class JobRunner:
                 log.warning("evaluation failed", job=self.spec.name, iteration=it, error=str(e))
             finally:
                 self._eval_queue.task_done()
+
+    def _evaluation_at(self, iteration: int) -> Evaluation | None:
+        """The latest valid evaluation of the weights of `iteration`, if any."""
+        for e in reversed(self.history.evaluations):
+            if e.iteration == iteration and e.valid:
+                return e
+        return None
 
     def _write_snapshot_meta(self, it: int, m: MapResult | None = None) -> None:
         path = self.job_dir / "snapshots" / f"{it}.json"
@@ -478,12 +497,14 @@ class JobRunner:
 
     def _finish(self, status: Status, cause: str, exit_entry: dict[str, Any] | None) -> JobResult:
         snaps = self.job_dir / "snapshots"
-        known = {int(p.stem) for p in snaps.glob("*.weights") if p.stem.isdigit()}
+        known = sorted(int(p.stem) for p in snaps.glob("*.weights") if p.stem.isdigit())
+        snapshots = []
         for it in known:
-            self._snapshots.setdefault(it, Snapshot(it))
+            ev = self._evaluation_at(it)
+            snapshots.append(Snapshot(it, ev.map, ev.valid) if ev else Snapshot(it))
         r = self.spec.retain
         plan = plan_retention(
-            list(self._snapshots.values()), best=r.best, last=r.last, top_k=r.top_k
+            snapshots, best=r.best, last=r.last, top_k=r.top_k
         )
         kept: dict[str, Any] = {}
         kept_dir = self.job_dir / "kept"
