@@ -84,8 +84,8 @@ def test_plateau_ignores_gains_smaller_than_min_delta() -> None:
     # stays at 1000 and the rule fires 1000 iterations later, though the best kept creeping.
     assert stop.numbers["reference_iteration"] == 1000
     assert stop.iteration == 2000
-    # The stop comes on the iteration line 2000, before that iteration's evaluation.
-    assert stop.numbers["best_iteration"] == 1900
+    # The stop comes with the evaluation at 2000, which the decision has seen.
+    assert stop.numbers["best_iteration"] == 2000
 
 
 def test_plateau_does_not_fire_while_map_keeps_improving() -> None:
@@ -110,6 +110,16 @@ def test_a_learning_rate_step_restarts_the_plateau_count() -> None:
     stop = first_stop(only(Plateau(patience=2000)), run(8000, falling, maps), sched)
     assert stop is not None and stop.iteration == 4500
     assert "counted from the learning-rate step at 2500" in stop.reason
+
+
+def test_plateau_waits_for_the_evaluation_that_ends_its_window() -> None:
+    # Evaluations every 500; patience 200: iterations 1200..1499 prove nothing yet.
+    flat = {1000: 0.5, 1500: 0.5}
+    stop = first_stop(only(Plateau(patience=200)), run(2000, falling, flat))
+    assert stop is not None and stop.iteration == 1500
+    # The evaluation at the end of the window shows the gain: no stop (the demo's case).
+    gain = {500: 0.77, 600: 0.774, 700: 0.792}
+    assert first_stop(only(Plateau(patience=200, min_delta=0.01)), run(700, falling, gain)) is None
 
 
 def test_plateau_needs_an_evaluation() -> None:

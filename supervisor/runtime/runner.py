@@ -503,9 +503,7 @@ class JobRunner:
             ev = self._evaluation_at(it)
             snapshots.append(Snapshot(it, ev.map, ev.valid) if ev else Snapshot(it))
         r = self.spec.retain
-        plan = plan_retention(
-            snapshots, best=r.best, last=r.last, top_k=r.top_k
-        )
+        plan = plan_retention(snapshots, best=r.best, last=r.last, top_k=r.top_k)
         kept: dict[str, Any] = {}
         kept_dir = self.job_dir / "kept"
         roles: list[tuple[str, Snapshot]] = []
@@ -636,7 +634,8 @@ def format_progress(p: Progress) -> str:
     if p.iterations_per_s:
         parts.append(f"{p.iterations_per_s:.2f} it/s")
     if p.eta_s is not None:
-        parts.append(f"ETA {int(p.eta_s // 60)}m{int(p.eta_s % 60):02d}s")
+        # The budget's end: the policy usually stops earlier, which no ETA can promise.
+        parts.append(f"{p.max_iterations} in {int(p.eta_s // 60)}m{int(p.eta_s % 60):02d}s")
     if p.stopping:
         parts.append(f"stopping ({p.stopping}) after the next save")
     return " · ".join(parts)

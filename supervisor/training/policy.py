@@ -137,8 +137,9 @@ class TargetMap:
 class Plateau:
     """Stop when validation mAP stops improving for a long time (diminishing returns).
 
-    The best mAP must rise by at least `min_delta` within `patience` iterations. A fall of
-    the learning rate (a cfg `step`) restarts the count, and before the cfg's last rate drop the
+    The best mAP must rise by at least `min_delta` within `patience` iterations, as shown by
+    an evaluation at least `patience` iterations after the last real gain. A fall of the
+    learning rate (a cfg `step`) restarts the count, and before the cfg's last rate drop the
     patience is `before_last_step` times longer: the best mAP of a run often comes right after
     its last step, so a plateau before it is weaker evidence.
     """
@@ -159,7 +160,10 @@ class Plateau:
         last_drop = s.last_rate_drop
         early = last_drop is not None and h.iteration < last_drop
         patience = int(self.patience * self.before_last_step) if early else self.patience
-        if h.iteration - since < patience:
+        # Evidence, not elapsed iterations: an evaluation must have looked at the end of the
+        # patience window (the one due at that iteration may yet show the gain).
+        latest = max(e.iteration for e in h.evaluations if e.valid)
+        if latest - since < patience:
             return None
         why = (
             f"mAP has not gained {points(self.min_delta)} over {pct(ref.map)} (iteration "
