@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.darknet.logparse import LogParser
+from supervisor.training.diagnose import gpu_advice
 from supervisor.training.events import Event, Flavour, Iteration, MapResult
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
@@ -85,7 +86,8 @@ class Analysis:
             "kept": _point(self.kept),
             "iterations_saved": self.iterations_saved,
             "gpu_errors": [
-                {"kind": g.kind, "line": g.line, "message": g.message} for g in h.gpu_errors
+                {"kind": g.kind, "line": g.line, "message": g.message, "advice": gpu_advice(g.kind)}
+                for g in h.gpu_errors
             ],
             "fatal_errors": [{"line": f.line, "message": f.message} for f in h.fatal_errors],
         }
@@ -175,6 +177,7 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         out.append(f"best mAP: {pct(h.best.map)} at iteration {h.best.iteration}")
     for g in h.gpu_errors:
         out.append(f"GPU error ({g.kind}) at line {g.line}: {g.message}")
+        out.append(f"  advice: {gpu_advice(g.kind)}")
     for f in h.fatal_errors:
         out.append(f"fatal at line {f.line}: {f.message}")
     out.append("")

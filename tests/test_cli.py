@@ -82,7 +82,8 @@ def test_analyze_human_output_shows_percent_and_the_stop(logs_dir: Path) -> None
 
 def test_analyze_reports_gpu_failures(logs_dir: Path) -> None:
     a = analyze_json(logs_dir / "56_alexeyab-yolov4-OOM-at-start-608-sahil.log")
-    assert any(g["kind"] == "out_of_memory" for g in a["gpu_errors"])
+    oom = [g for g in a["gpu_errors"] if g["kind"] == "out_of_memory"]
+    assert oom and "raise subdivisions" in oom[0]["advice"]
     assert a["iterations"]["count"] == 0 and a["stop"] is None
 
 

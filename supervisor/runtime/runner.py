@@ -40,6 +40,7 @@ from supervisor.runtime import launch
 from supervisor.runtime.binary import detect_flavour, resolve_binary
 from supervisor.runtime.tail import LogTail
 from supervisor.spec import JobSpec, redacted_yaml
+from supervisor.training.diagnose import gpu_advice
 from supervisor.training.events import (
     Event,
     FatalError,
@@ -482,6 +483,8 @@ class JobRunner:
             return "failed", f"darknet could not start: {entry['error']}"
         rc, sig = entry.get("returncode"), entry.get("signal")
         how = f"exit status {rc}" if rc is not None else f"signal {sig}"
+        if h.gpu_errors:
+            problems.append("advice: " + gpu_advice(h.gpu_errors[0].kind))
         if weights_complete(self.files.backup / self.names.final):
             # Debian's pjreddie sometimes segfaults while freeing memory after writing _final:
             # a complete _final file is the proof of a finished run, not the exit status.
