@@ -1,6 +1,7 @@
 """Dataset check throughput: `check_dataset` against Ultralytics' `verify_image_label`.
 
 Usage: `.venv/bin/python bench/dataset.py [--setup] [--images 5000] [--size 416] [--workers N]`
+`--stages` instead prints where one process spends its time per image (500 JPEG, 200 PNG).
 
 Both sides see the same files of a generated shapes dataset (`make_shapes_dataset`, kept under
 `bench/data/` and reused: the generator is deterministic) with the same number of processes.
@@ -18,6 +19,8 @@ a project dependency) because it pulls torch; `--setup` creates it with pinned v
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import os
 import platform
@@ -26,12 +29,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from PIL import Image  # noqa: E402
+
+from supervisor.dataset import images  # noqa: E402
 from supervisor.dataset.check import check_dataset  # noqa: E402
+from supervisor.dataset.labels_check import inspect_label  # noqa: E402
+from supervisor.dataset.scan import _work  # noqa: E402
 from supervisor.dataset.synth import make_shapes_dataset  # noqa: E402
 
 VENV = ROOT / "bench" / ".venv-ultralytics"
@@ -146,6 +156,58 @@ def ultralytics(
     return times, info
 
 
+def stages(paths: list[str]) -> None:
+    """Per-image cost of each step of `inspect_image` and of the whole worker task, one process."""
+
+    def best(fn: Callable[[Any], object], xs: list[Any]) -> float:
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for x in xs:
+                fn(x)
+            times.append(time.perf_counter() - t)
+        return min(times) / len(xs) * 1e3
+
+    def opened(d: bytes) -> Image.Image:
+        return Image.open(io.BytesIO(d))
+
+    def loaded(d: bytes) -> Image.Image:
+        im = opened(d)
+        if im.format == "JPEG":
+            im.draft("RGB", (images.THUMB * 2, images.THUMB * 2))
+        im.load()
+        return im
+
+    for kind, n in ((".jpg", 500), (".png", 200)):
+        some = [p for p in paths if p.endswith(kind)][:n]
+        if not some:
+            continue
+        datas = [Path(p).read_bytes() for p in some]
+        decoded = [loaded(d) for d in datas]
+        small = [images._small_rgb(im) for im in decoded]
+        facts = [images.inspect_image(p) for p in some]
+        check = images.jpeg_complete if kind == ".jpg" else images.png_damage
+        opening = best(opened, datas)
+        rows = {
+            "read the file": best(lambda p: Path(p).read_bytes(), some),
+            "sha256": best(lambda d: hashlib.sha256(d).hexdigest(), datas),
+            "end marker" if kind == ".jpg" else "chunk CRCs + IEND": best(check, datas),
+            "Pillow open (headers)": opening,
+            "decode (1/8 scale)" if kind == ".jpg" else "decode (full)": best(loaded, datas)
+            - opening,
+            "reduce to 64-127 px": best(images._small_rgb, decoded),
+            "dHash, thumbnail, colour": best(images._hashes, small),
+            "label file read + parse": best(lambda p: inspect_label(p[:-4] + ".txt"), some),
+            "cache JSON": best(lambda f: json.dumps(f.to_json(), separators=(",", ":")), facts),
+        }
+        whole = best(lambda p: _work([(p, p[:-4] + ".txt")]), some)
+        kib = sum(map(len, datas)) / len(datas) / 1024
+        print(f"{kind[1:].upper()}: {len(some)} files, mean {kib:.0f} KiB, one process")
+        for name, ms in rows.items():
+            print(f"  {name:26s} {ms:6.3f} ms  {ms / whole:4.0%}")
+        print(f"  {'whole worker task':26s} {whole:6.3f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--setup", action="store_true", help="create bench/.venv-ultralytics first")
@@ -155,6 +217,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-ultralytics", action="store_true")
     ap.add_argument("--only", choices=(".jpg", ".png"), help="check only images of this type")
+    ap.add_argument("--stages", action="store_true", help="time each per-image step instead")
     args = ap.parse_args()
     if args.setup:
         setup()
@@ -163,6 +226,10 @@ def main() -> None:
         data = only(data, args.only, Path(tempfile.mkdtemp(prefix="bench-lists-")))
     paths = image_paths(data)
     warm_page_cache(paths)
+    if args.stages:
+        print(f"load {os.getloadavg()[0]:.2f}")
+        stages(paths)
+        return
     n = len(paths)
     cold, warm, findings = ours(data, args.workers, args.rounds)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")

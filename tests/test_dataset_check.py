@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -592,3 +593,89 @@ def test_human_report_groups_many_findings_of_one_code(
     assert text.count("fix: fix the path in the list") == 1  # one fix for the whole group
     assert "Result: 12 errors, 0 warnings, 0 notes" in text
     assert f"train        {300 + 12} images, 12 missing" in text
+
+
+# -- damaged files the decoder alone would miss, and the fast paths of large images -------
+
+
+def _png_chunk(data: bytes, kind: bytes) -> tuple[int, int]:
+    """(offset, data length) of the first chunk of `kind`, read from the PNG layout itself."""
+    pos = 8
+    while True:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == kind:
+            return pos, length
+        pos += 12 + length
+
+
+def _with_crc(data: bytearray, pos: int, length: int) -> bytes:
+    """The chunk at `pos` given a correct CRC again: the damage is in the stream, not the copy."""
+    crc = zlib.crc32(bytes(data[pos + 4 : pos + 8 + length]))
+    data[pos + 8 + length : pos + 12 + length] = crc.to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_damaged_pngs_and_a_jpeg_cut_mid_scan_are_found(
+    clean: ShapesDataset, work: Path, cache: Path
+) -> None:
+    folder = work / "damaged"
+    folder.mkdir()
+    train = lines_of(clean.train)
+    png = Path(next(p for p in train if p.endswith(".png")))
+    jpg = Path(next(p for p in train if p.endswith(".jpg")))
+    data = png.read_bytes()
+    pos, length = _png_chunk(data, b"IDAT")
+    flipped = bytearray(data)
+    flipped[pos + 8 + length // 2] ^= 0x01  # one bit in the pixel data: only the CRC knows
+    bad_stream = bytearray(data)
+    bad_stream[pos + 8 : pos + 10] = b"\x00\x00"  # zlib header check fails
+    iend, _ = _png_chunk(data, b"IEND")
+    jpeg = jpg.read_bytes()
+    scan = jpeg.rfind(b"\xff\xda")
+    damaged = {
+        "bitflip.png": (bytes(flipped), "image_corrupt", "CRC"),
+        "stream.png": (_with_crc(bad_stream, pos, length), "image_corrupt", "cannot be decoded"),
+        "no_iend.png": (data[:iend], "image_corrupt", "IEND"),
+        "midscan.jpg": (jpeg[: scan + (len(jpeg) - scan) // 2], "jpeg_truncated", "end-of-image"),
+    }
+    listed = []
+    for name, (blob, _, _) in damaged.items():
+        (folder / name).write_bytes(blob)
+        shutil.copy(png.with_suffix(".txt"), (folder / name).with_suffix(".txt"))
+        listed.append(str(folder / name))
+    lst = work / "damaged.txt"
+    lst.write_text("".join(f"{p}\n" for p in [*train, *listed]))
+    report = check_dataset(
+        write_data(work / "damaged.data", clean, train=str(lst)), None, cache_dir=cache
+    )
+    assert sorted(keys(report)) == sorted(
+        (code, str(folder / name), None) for name, (_, code, _) in damaged.items()
+    )
+    for f in report.findings:
+        assert damaged[Path(f.file or "").name][2] in f.message, f.message
+
+
+def test_near_duplicates_among_large_and_palette_images(work: Path) -> None:
+    # 320 px: the JPEG decode stops at 1/8 scale and a PNG is reduced before hashing; the
+    # 96 px images of the other tests take neither path.
+    ds = make_shapes_dataset(work / "large", train=24, valid=6, size=320, seed=3)
+    train = lines_of(ds.train)
+    source = Image.open(next(p for p in train if p.endswith(".png"))).convert("RGB")
+    copies = work / "large" / "copies"
+    copies.mkdir()
+    brighter = copies / "brighter.png"
+    ImageEnhance.Brightness(source).enhance(1.1).save(brighter)
+    palette = copies / "palette.png"  # its thumbnail must come from colours, not indices
+    source.quantize(256).save(palette)
+    src_jpg = Image.open(next(p for p in train if p.endswith(".jpg")))
+    recoded = copies / "recoded.jpg"
+    src_jpg.save(recoded, quality=70)
+    for p in (brighter, palette, recoded):
+        p.with_suffix(".txt").write_text("")
+    valid = work / "large" / "valid-copies.txt"
+    valid.write_text("".join(f"{p}\n" for p in [*lines_of(ds.valid), brighter, palette, recoded]))
+    data = write_data(work / "large" / "copies.data", ds, valid=str(valid))
+    report = check_dataset(data, None, cache_dir=work / "cache-large")
+    near = sorted(f.file or "" for f in report.findings if f.code == "near_duplicate_across_splits")
+    # Exactly the three copies: no distinct large image is taken for a near-duplicate.
+    assert near == sorted(str(p) for p in (brighter, palette, recoded))

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Bump when the stored facts change shape or meaning: older entries are then dropped.
-CACHE_VERSION = "4"
+CACHE_VERSION = "5"
 FILE_NAME = "dataset-check.sqlite3"
 
 Table = Literal["images", "labels"]
 Key = tuple[int, int]  # size, mtime_ns
+_BATCH = 500
 
 
 def default_cache_dir() -> Path:
@@ -56,21 +57,25 @@ class FactCache:
     def get_many(self, table: Table, keys: Mapping[str, Key]) -> dict[str, Any]:
         """Decoded facts of every path whose stored (size, mtime_ns) equals the given one."""
         found: dict[str, Any] = {}
-        query = f"SELECT size, mtime_ns, facts FROM {table} WHERE path = ?"
-        for path, key in keys.items():
-            row = self._db.execute(query, (path,)).fetchone()
-            if row is not None and (row[0], row[1]) == key:
-                found[path] = json.loads(row[2])
+        paths = list(keys)
+        # One query per batch instead of per path; SQLite allows 999 parameters by default.
+        for i in range(0, len(paths), _BATCH):
+            batch = paths[i : i + _BATCH]
+            query = (
+                f"SELECT path, size, mtime_ns, facts FROM {table} "
+                f"WHERE path IN ({','.join('?' * len(batch))})"
+            )
+            for path, size, mtime_ns, facts in self._db.execute(query, batch):
+                if (size, mtime_ns) == keys[path]:
+                    found[path] = json.loads(facts)
         return found
 
-    def put_many(self, table: Table, rows: Iterable[tuple[str, Key, Any]]) -> None:
+    def put_many(self, table: Table, rows: Iterable[tuple[str, Key, str]]) -> None:
+        """Store facts already serialised as JSON text (by the workers, in parallel)."""
         with self._db:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?)",
-                (
-                    (path, key[0], key[1], json.dumps(facts, separators=(",", ":")))
-                    for path, key, facts in rows
-                ),
+                ((path, key[0], key[1], facts) for path, key, facts in rows),
             )
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
 """Per-image facts for the dataset check: decode, size, mode, content hash, perceptual hash.
 
 `inspect_image` runs in worker processes and its result is cached, so it reads each file once
-and does all per-image work in that pass. JPEGs are decoded with Pillow's `draft` (libjpeg's
-DCT scaling to 1/8 and grayscale): every entropy-coded block is still decoded, so a corrupt or
-truncated file still fails, but the inverse DCT and colour conversion of the full image are
-skipped; the hashes need only a thumbnail.
+and does all per-image work on those bytes. JPEGs are decoded with Pillow's `draft` (libjpeg's
+DCT scaling to 1/8): every entropy-coded block is still decoded, so a file whose blocks cannot
+be decoded still fails, but the inverse DCT and colour conversion of the full image are
+skipped; the hashes need only a thumbnail. PNGs get their chunk CRCs checked (Pillow's decoder
+skips them) before the full decode, and one integer `reduce` makes the thumbnail.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import hashlib
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageChops, ImageFilter, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageFilter, UnidentifiedImageError
 
 HASH_W, HASH_H = 9, 8  # dHash: 8 comparisons per row, 8 rows = 64 bits
 THUMB = 16  # side of the grayscale thumbnail used to confirm a near-duplicate
 COLOUR_TOLERANCE = 40  # a re-exposed copy shifts the mean colour; another scene more
 FLAT_COLOUR_TOLERANCE = 16  # images without detail: likeness 0 at this mean-colour shift
 
+SMALL = 4 * THUMB  # the decoded image is first reduced to at least this many px a side
 _EOI, _SOS = b"\xff\xd9", b"\xff\xda"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_INDEXED = frozenset({"1", "P", "PA"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,12 @@ def inspect_image(path: str) -> ImageFacts:
     sha = hashlib.sha256(data).hexdigest()[:32]
     if not data:
         return ImageFacts(0, "empty", "", None, None, 0, 0, sha, 0, b"", (0, 0, 0))
+    if data.startswith(_PNG_SIGNATURE):
+        damage = png_damage(data)
+        if damage is not None:
+            return ImageFacts(
+                len(data), "corrupt", damage, "PNG", None, 0, 0, sha, 0, b"", (0, 0, 0)
+            )
     fmt: str | None = None
     mode: str | None = None
     width = height = 0
@@ -92,7 +103,7 @@ def inspect_image(path: str) -> ImageFacts:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 fmt, mode, (width, height) = im.format, im.mode, im.size
-                truncated = fmt == "JPEG" and not _jpeg_complete(data)
+                truncated = fmt == "JPEG" and not jpeg_complete(data)
                 if fmt == "JPEG":
                     im.draft("RGB", (THUMB * 2, THUMB * 2))
                 im.load()
@@ -102,7 +113,7 @@ def inspect_image(path: str) -> ImageFacts:
             len(data), "too_large", str(e), fmt, mode, width, height, sha, 0, b"", (0, 0, 0)
         )
     except Exception as e:  # Pillow raises many types for bad data; all mean "cannot decode"
-        failed = "truncated" if fmt == "JPEG" and not _jpeg_complete(data) else "corrupt"
+        failed = "truncated" if fmt == "JPEG" and not jpeg_complete(data) else "corrupt"
         if isinstance(e, UnidentifiedImageError):
             detail = "not an image format Pillow knows (wrong content or extension?)"
         else:
@@ -111,49 +122,81 @@ def inspect_image(path: str) -> ImageFacts:
             len(data), failed, detail, fmt, mode, width, height, sha, 0, b"", (0, 0, 0)
         )
     problem = "truncated" if truncated else None
+    dhash, edges, colour = _hashes(rgb)
+    return ImageFacts(len(data), problem, "", fmt, mode, width, height, sha, dhash, edges, colour)
+
+
+def _hashes(rgb: Image.Image) -> tuple[int, bytes, tuple[int, int, int]]:
+    """dHash, high-pass thumbnail and mean colour, all from one small RGB image."""
     gray = rgb.convert("L")
     small = gray.resize((HASH_W, HASH_H), Image.Resampling.BOX)
     thumb = gray.resize((THUMB, THUMB), Image.Resampling.BOX)
     # High-pass: the thumbnail minus its blur. Smooth gradients (sky, walls, studio
     # backdrops) dominate a plain thumbnail and make unrelated pictures correlate; edges do not.
     edges = ImageChops.subtract(thumb, thumb.filter(ImageFilter.BoxBlur(1)), 1.0, 128)
-    mean = ImageStat.Stat(rgb.resize((THUMB, THUMB), Image.Resampling.BOX)).mean
-    colour = (round(mean[0]), round(mean[1]), round(mean[2]))
-    return ImageFacts(
-        len(data),
-        problem,
-        "",
-        fmt,
-        mode,
-        width,
-        height,
-        sha,
-        _dhash(small.tobytes()),
-        edges.tobytes(),
-        colour,
-    )
+    # Reducing by the whole size gives the exact mean in one pixel; ImageStat would build
+    # three 256-bin histograms and sum them in Python (0.1 ms, 6 µs here).
+    mean = rgb.reduce(rgb.size).getpixel((0, 0))
+    assert isinstance(mean, tuple)  # an RGB pixel
+    return _dhash(small.tobytes()), edges.tobytes(), (int(mean[0]), int(mean[1]), int(mean[2]))
 
 
 def _small_rgb(im: Image.Image) -> Image.Image:
-    """A new RGB image of at most 4·THUMB px a side: every hash works on a thumbnail.
+    """A new RGB image of SMALL to 2·SMALL px a side (or the image itself when smaller).
 
-    Shrinking the decoded image first (a JPEG is already at 1/8 scale) avoids a full-size
-    colour conversion; the result is a new image, valid after the file is closed.
+    An integer `reduce` (a block mean, one pass over the pixels) shrinks the decoded image
+    first: half the cost of a box resize straight to SMALL, and it keeps the colour
+    conversion small. A JPEG is already at 1/8 scale. The result is a new image, valid after
+    the file is closed.
     """
-    if im.width > 4 * THUMB or im.height > 4 * THUMB:
-        im = im.resize((4 * THUMB, 4 * THUMB), Image.Resampling.BOX)
+    factor = max(im.width, im.height) // SMALL
+    if factor > 1:
+        if im.mode in _INDEXED:
+            im = im.convert("RGB")  # a block mean of palette indices is no colour
+        try:
+            im = im.reduce(factor)
+        except ValueError:  # a mode `reduce` does not take (I;16 …)
+            im = im.convert("RGB").reduce(factor)
         return im if im.mode == "RGB" else im.convert("RGB")
     return im.convert("RGB")
 
 
-def _jpeg_complete(data: bytes) -> bool:
+def jpeg_complete(data: bytes) -> bool:
     """True when an end-of-image marker follows the last start-of-scan marker.
 
     `FF D9` cannot occur inside entropy-coded data (a data `FF` is stuffed as `FF 00`), and an
     EXIF thumbnail's own end marker comes before the main scan, so this finds a cut-off file
-    even when a tool appended trailing bytes after the real end.
+    even when a tool appended trailing bytes after the real end. A file that ends in the
+    marker passes without the search (no scan marker can follow it).
     """
-    return data.rfind(_EOI) > data.rfind(_SOS)
+    return data.endswith(_EOI) or data.rfind(_EOI) > data.rfind(_SOS)
+
+
+def png_damage(data: bytes) -> str | None:
+    """Why a PNG's chunk structure is damaged, or None: every chunk's CRC, and IEND present.
+
+    Pillow's decoder skips the CRCs of the pixel data (IDAT), so a flipped bit there decodes
+    to wrong pixels without an error; the CRC finds it, for 0.05 ms per 450 KB. A file
+    without IEND was cut off: darknet's stb_image refuses it.
+    """
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    view = memoryview(data)  # CRC over slices of the file without copying them
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        stop = pos + 12 + length
+        name = kind.decode("ascii", "backslashreplace")  # damaged type bytes stay readable
+        if stop > end:
+            return f"the file ends inside its {name} chunk at byte {pos} (cut off)"
+        if zlib.crc32(view[pos + 4 : stop - 4]) != int.from_bytes(data[stop - 4 : stop], "big"):
+            return (
+                f"the {name} chunk at byte {pos} fails its CRC check: the file changed after "
+                "it was written (a bad copy, transfer or disk)"
+            )
+        if kind == b"IEND":
+            return None
+        pos = stop
+    return "the file ends before its IEND chunk (cut off)"
 
 
 def _dhash(pixels: bytes) -> int:

@@ -31,6 +31,14 @@ class Entry:
     label_is_image: bool  # darknet's rule maps the image onto itself (e.g. `.bmp` in pjreddie)
 
 
+def _resolve(base: Path, path: str) -> str:
+    """`normpath(join(base, path))`; an absolute path that normpath would not change skips it
+    (normpath is pure Python: a third of the time to read a list of absolute paths)."""
+    if path.startswith("/") and "//" not in path and "/." not in path and path[-1] != "/":
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
 def read_list(
     list_file: Path, split: str, base: Path, flavour: Flavour
 ) -> tuple[list[Entry], list[Finding]]:
@@ -54,10 +62,10 @@ def read_list(
         written = text
         if not os.path.isabs(written):
             relative.append(no)
-        image = os.path.normpath(os.path.join(base, written))
+        image = _resolve(base, written)
         lbl_written = label_path(written, flavour)
         label_is_image = lbl_written == written
-        label = None if label_is_image else os.path.normpath(os.path.join(base, lbl_written))
+        label = None if label_is_image else _resolve(base, lbl_written)
         entries.append(Entry(split, str(list_file), no, written, image, label, label_is_image))
     if crlf_first is not None and flavour == "pjreddie":
         findings.append(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor.dataset.findings import Finding, finding
-from supervisor.dataset.images import ImageFacts, hamming, similarity
+from supervisor.dataset.images import ImageFacts, similarity
 from supervisor.dataset.lists import Entry
 
 NEAR_DUP_BITS = 5  # dHash Hamming distance of a near-duplicate candidate (of 64 bits)
@@ -129,30 +129,34 @@ def _near_duplicates(
     # Exact, and it compares a valid image with a few train images instead of all of them.
     bands = NEAR_DUP_BITS + 1
     edges = [round(i * 64 / bands) for i in range(bands + 1)]
-    index: list[dict[int, list[str]]] = [defaultdict(list) for _ in range(bands)]
+    spans = [(edges[b], (1 << (edges[b + 1] - edges[b])) - 1) for b in range(bands)]
+    index: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(bands)]
+    hashed: list[tuple[str, ImageFacts]] = []  # train images with a hash; `index` numbers them
     for path in train:
         f = facts.get(path)
         if f is not None and f.thumb:
-            for b in range(bands):
-                index[b][_band(f.dhash, edges[b], edges[b + 1])].append(path)
+            for b, (shift, mask) in enumerate(spans):
+                index[b][(f.dhash >> shift) & mask].append(len(hashed))
+            hashed.append((path, f))
     out: list[Finding] = []
     for path in valid:
         f = facts.get(path)
         if path in skip or f is None or not f.thumb:
             continue
+        found: set[int] = set()
+        for b, (shift, mask) in enumerate(spans):
+            found.update(index[b].get((f.dhash >> shift) & mask, ()))
         best: tuple[float, str] | None = None
-        seen: set[str] = set()
-        for b in range(bands):
-            for cand in index[b].get(_band(f.dhash, edges[b], edges[b + 1]), ()):
-                if cand in seen:
-                    continue
-                seen.add(cand)
-                g = facts[cand]
-                if g.sha == f.sha or hamming(f.dhash, g.dhash) > NEAR_DUP_BITS:
-                    continue
-                sim = similarity(f, g)
-                if sim >= NEAR_DUP_SIMILARITY and (best is None or sim > best[0]):
-                    best = (sim, cand)
+        # In train-list order, so that of equally similar images the first one is named.
+        for i in sorted(
+            i for i in found if (f.dhash ^ hashed[i][1].dhash).bit_count() <= NEAR_DUP_BITS
+        ):
+            name, g = hashed[i]
+            if g.sha == f.sha:
+                continue
+            sim = similarity(f, g)
+            if sim >= NEAR_DUP_SIMILARITY and (best is None or sim > best[0]):
+                best = (sim, name)
         if best is not None:
             out.append(
                 finding(
@@ -165,10 +169,6 @@ def _near_duplicates(
                 )
             )
     return out
-
-
-def _band(value: int, lo: int, hi: int) -> int:
-    return (value >> lo) & ((1 << (hi - lo)) - 1)
 
 
 def balance_findings(
