@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.darknet.logparse import LAUNCH_MARKER as MARKER
 from supervisor.runtime import launch
 from supervisor.runtime.tail import LogTail
-from supervisor.runtime.wrapper import MARKER
 
 
 def script(tmp_path: Path, body: str) -> list[str]:

@@ -778,3 +778,14 @@ def test_an_unknown_cfg_section_is_a_fatal_error() -> None:
     events = LogParser("pjreddie").feed_line("    1 Type not recognized: [maxpoool]")
     assert len(events) == 1 and isinstance(events[0], FatalError)
     assert "[maxpoool]" in events[0].message
+
+
+def test_the_wrappers_launch_marker_is_a_launch_event() -> None:
+    from supervisor.darknet.logparse import LogParser, launch_marker
+    from supervisor.training.events import Launch
+
+    line = launch_marker(2, ["/usr/bin/darknet", "detector", "train", "a.data"], 1795644947.25)
+    events = LogParser().feed_line(line.rstrip("\n"))
+    assert events == [
+        Launch(2, ("/usr/bin/darknet", "detector", "train", "a.data"), 1, 1795644947.25)
+    ]

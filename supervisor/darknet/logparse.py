@@ -42,6 +42,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from supervisor.training.events import (
     GpuErrorKind,
     Iteration,
     IterationsRepeated,
+    Launch,
     LayerIoU,
     LogSummary,
     MapResult,
@@ -163,6 +165,17 @@ _FATAL_FRAGMENTS = (
     "terminate called after throwing",
     "Floating point exception",
 )
+
+
+# The line the supervisor's wrapper writes to darknet.log before each launch.
+LAUNCH_MARKER = "[trainsup] launch"
+_LAUNCH_RE = re.compile(r"\[trainsup\] launch (\d+) at \S+ \(([\d.]+)\): (.*)$")
+
+
+def launch_marker(number: int, argv: list[str], when: float) -> str:
+    """The marker line (with its newline) for launch `number` of `argv` at epoch `when`."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    return f"{LAUNCH_MARKER} {number} at {stamp} ({when:.3f}): {' '.join(argv)}\n"
 
 
 class LogReadError(OSError):
@@ -334,11 +347,26 @@ class LogParser:
                 if self._rank < 2:
                     self._hint("alexeyab")
                 return None
+        elif c == "[":
+            if s.startswith(LAUNCH_MARKER):
+                return self._launch(s)
         elif "0" <= c <= "9" and not self._resize_line:
             m = _ITER_RE.match(s)
             if m is not None:
                 return self._iteration(m, s)
         return self._generic(s)
+
+    def _launch(self, s: str) -> list[Event] | None:
+        m = _LAUNCH_RE.match(s)
+        if m is None:
+            return None
+        return [
+            self._count(
+                Launch(
+                    int(m.group(1)), tuple(m.group(3).split(" ")), self._lineno, float(m.group(2))
+                )
+            )
+        ]
 
     def _generic(self, s: str) -> list[Event] | None:
         """Every line type, found by substring wherever it sits in the line."""

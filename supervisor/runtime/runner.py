@@ -47,7 +47,6 @@ from supervisor.training.events import (
     Flavour,
     GpuError,
     Iteration,
-    Launch,
     MapResult,
     Tick,
     WeightsSaved,
@@ -226,7 +225,7 @@ class JobRunner:
             cwd=self.files.run,
         )
         (self.job_dir / "launch.json").write_text(json.dumps(handle.to_json()))
-        self._on_event(Launch(number, tuple(self.argv), time=time.time()))
+        # The wrapper's marker line in darknet.log becomes the Launch event (with its time).
         log.info("launched", job=self.spec.name, pid=handle.pid, argv=self.argv)
         evaluator = asyncio.create_task(self._evaluate_loop())
         next_tick = time.monotonic()

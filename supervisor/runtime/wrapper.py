@@ -22,13 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MARKER = "[trainsup] launch"
-
-
-def marker_line(number: int, argv: list[str], when: float) -> str:
-    """The line written to darknet.log before each launch (the parser turns it into `Launch`)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-    return f"{MARKER} {number} at {stamp} ({when:.3f}): {' '.join(argv)}\n"
+from supervisor.darknet.logparse import launch_marker
 
 
 def record_exit(path: Path, entry: dict[str, Any]) -> None:
@@ -67,7 +61,7 @@ def main(args: list[str] | None = None) -> int:
     full = [stdbuf, "-oL", "-eL", *argv] if stdbuf else argv
     started = time.time()
     with ns.log.open("ab") as log:
-        log.write(marker_line(ns.launch, argv, started).encode())
+        log.write(launch_marker(ns.launch, argv, started).encode())
         log.flush()
         try:
             child = subprocess.Popen(
