@@ -2,8 +2,9 @@
 
 A re-check of an unchanged dataset then stats each file and reads its facts from here instead
 of decoding it again. A changed file has a new size or mtime and is inspected again; an entry
-is replaced, never trusted, when its key differs. WAL mode and a busy timeout let two checks
-share one cache file.
+is replaced, never trusted, when its key differs. An image entry written by a fast check says
+so (`ImageFacts.decoded`); a full check inspects that image again and replaces the entry.
+WAL mode and a busy timeout let two checks share one cache file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Bump when the stored facts change shape or meaning: older entries are then dropped.
-CACHE_VERSION = "5"
+CACHE_VERSION = "6"
 FILE_NAME = "dataset-check.sqlite3"
 
 Table = Literal["images", "labels"]

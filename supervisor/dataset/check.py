@@ -5,7 +5,8 @@ file darknet would open for it (by the flavour's own rule), and the `.cfg`, and 
 `CheckReport`: a summary of the dataset and a list of `Finding`s, each with a stable code,
 file, line, message and fix. `format_report` renders it for people, `to_json` for machines
 (schema: docs/dataset-check.md). Per-file work runs in parallel processes and is cached by
-(path, size, mtime_ns), so re-checking an unchanged dataset only stats its files.
+(path, size, mtime_ns), so re-checking an unchanged dataset only stats its files. The fast
+check (`decode=False`) reads image headers instead of decoding pixels.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class Summary:
     from_cache: int  # of those, answered from the cache
     workers: int  # processes that inspected files (0: all from the cache)
     seconds: float
+    decode: bool = True  # False: a fast check, image headers only (no pixels decoded)
 
     @property
     def images(self) -> int:
@@ -107,6 +109,7 @@ class Summary:
                 "from_cache": self.from_cache,
                 "workers": self.workers,
                 "seconds": round(self.seconds, 3),
+                "decode": self.decode,
             },
         }
 
@@ -146,13 +149,16 @@ def check_dataset(
     cache_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     managed_backup: bool = False,
+    decode: bool = True,
 ) -> CheckReport:
     """Check the dataset of `data` (and `cfg` against it) as darknet of `flavour` reads it.
 
     `workers`: processes for the per-file work (default: all CPUs). `cache_dir`: where the
     fact cache lives (default `$XDG_CACHE_HOME/trainsup`). `progress(done, total)` is called
     as images are checked. `managed_backup`: skip the backup-folder checks, for a job whose
-    backup= trainsup sets itself (its job dir).
+    backup= trainsup sets itself (its job dir). `decode=False` is the fast check: image
+    headers only, no pixels decoded; everything else runs, except the near-duplicate search
+    (a note says so) unless every image's hashes are already in the cache from a full check.
     """
     started = time.perf_counter()
     data = Path(data)
@@ -175,20 +181,25 @@ def check_dataset(
                 "cache_unavailable",
                 None,
                 None,
-                f"the check cache cannot be used ({cache_problem}); every image was decoded",
+                f"the check cache cannot be used ({cache_problem}); every image was inspected "
+                "afresh",
                 "pass a writable cache folder, or set XDG_CACHE_HOME",
             )
         )
     try:
-        scanned = scan(list(pairs.items()), workers=workers, cache=cache, progress=progress)
+        scanned = scan(
+            list(pairs.items()), workers=workers, cache=cache, progress=progress, decode=decode
+        )
     finally:
         if cache is not None:
             cache.close()
 
     findings.extend(entry_findings(entries, scanned, flavour))
     counts, split_summaries = _split_counts(entries, scanned, info, findings)
-    decoded = {p: f for p, f in scanned.images.items() if isinstance(f, ImageFacts)}
-    split_findings, _ = overlap_findings([e for e in entries if e.image], decoded)
+    inspected = {p: f for p, f in scanned.images.items() if isinstance(f, ImageFacts)}
+    # A fast check after a full one has every hash from the cache: search then, as in full.
+    hashed = all(f.decoded for f in inspected.values())
+    split_findings, _ = overlap_findings([e for e in entries if e.image], inspected, hashed)
     findings.extend(split_findings)
     names = info.names or tuple(str(i) for i in range(info.classes or 0))
     findings.extend(
@@ -199,8 +210,8 @@ def check_dataset(
             str(info.train) if info.train else None,
         )
     )
-    sizes, modes = _image_stats(decoded)
-    findings.extend(image_set_findings(decoded, sizes))
+    sizes, modes = _image_stats(inspected)
+    findings.extend(image_set_findings(inspected, sizes))
     if cfg is not None:
         train_images = counts["train"].images if "train" in counts else 0
         findings.extend(check_cfg(Path(cfg), info.classes, train_images))
@@ -218,6 +229,7 @@ def check_dataset(
         from_cache=scanned.from_cache,
         workers=scanned.workers,
         seconds=time.perf_counter() - started,
+        decode=decode,
     )
     return CheckReport(summary, tuple(sorted(findings, key=_order)))
 
@@ -280,9 +292,9 @@ def _split_counts(
 
 
 def _image_stats(
-    decoded: dict[str, ImageFacts],
+    inspected: dict[str, ImageFacts],
 ) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[str, int], ...]]:
-    ok = [f for f in decoded.values() if f.problem is None]
+    ok = [f for f in inspected.values() if f.problem is None]
     sizes = Counter((f.width, f.height) for f in ok).most_common()
     modes = Counter(f.mode or "?" for f in ok).most_common()
     return tuple((w, h, n) for (w, h), n in sizes), tuple(modes)

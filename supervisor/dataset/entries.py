@@ -157,7 +157,7 @@ def _label_missing(e: Entry, flavour: Flavour) -> Finding:
 
 
 def image_set_findings(
-    decoded: dict[str, ImageFacts], sizes: tuple[tuple[int, int, int], ...]
+    inspected: dict[str, ImageFacts], sizes: tuple[tuple[int, int, int], ...]
 ) -> list[Finding]:
     out: list[Finding] = []
     if len(sizes) > 1:
@@ -174,7 +174,7 @@ def image_set_findings(
                 "camera/export as the rest",
             )
         )
-    ok = [(p, f) for p, f in decoded.items() if f.problem is None]
+    ok = [(p, f) for p, f in inspected.items() if f.problem is None]
     gray = [p for p, f in ok if f.mode in _GRAY_MODES]
     if gray and len(gray) == len(ok):
         out.append(

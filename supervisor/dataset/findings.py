@@ -95,6 +95,7 @@ CODES: dict[str, CodeInfo] = {
     "split_overlap_path": CodeInfo("warning", "image in both train and valid"),
     "split_overlap_content": CodeInfo("warning", "same picture in train and valid"),
     "near_duplicate_across_splits": CodeInfo("warning", "near-duplicate in train and valid"),
+    "near_duplicates_skipped": CodeInfo("note", "near-duplicates not looked for (fast check)"),
     "duplicate_images": CodeInfo("warning", "identical images in one split"),
     "valid_too_small": CodeInfo("warning", "validation split too small"),
     "valid_class_too_few": CodeInfo("warning", "too few validation objects of a class"),

@@ -1,11 +1,15 @@
 """Per-image facts for the dataset check: decode, size, mode, content hash, perceptual hash.
 
 `inspect_image` runs in worker processes and its result is cached, so it reads each file once
-and does all per-image work on those bytes. JPEGs are decoded with Pillow's `draft` (libjpeg's
-DCT scaling to 1/8): every entropy-coded block is still decoded, so a file whose blocks cannot
-be decoded still fails, but the inverse DCT and colour conversion of the full image are
-skipped; the hashes need only a thumbnail. PNGs get their chunk CRCs checked (Pillow's decoder
-skips them) before the full decode, and one integer `reduce` makes the thumbnail.
+and does all per-image work on those bytes. With `decode=False` (a fast check) it stops after
+the header: size, mode, sha256, the JPEG end marker and the PNG chunk CRCs are known, the
+decode's outcome and the perceptual hashes are not (`ImageFacts.decoded` is False).
+
+A full check decodes JPEGs with Pillow's `draft` (libjpeg's DCT scaling to 1/8): every
+entropy-coded block is still decoded, so a file whose blocks cannot be decoded still fails,
+but the inverse DCT and colour conversion of the full image are skipped; the hashes need only
+a thumbnail. PNGs get their chunk CRCs checked (Pillow's decoder skips them) before the full
+decode, and one integer `reduce` makes the thumbnail.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class ImageFacts:
     dhash: int  # 64-bit difference hash; 0 when the image could not be decoded
     thumb: bytes  # THUMB×THUMB high-pass grayscale (128 = flat); b"" when not decodable
     colour: tuple[int, int, int]  # mean R, G, B
+    # False: a fast check read only the header, so whether the pixels decode and the hashes
+    # (dhash, thumb, colour) are unknown; a full check must inspect the file again.
+    decoded: bool = True
 
     def to_json(self) -> list[Any]:
         return [
@@ -61,6 +68,7 @@ class ImageFacts:
             self.dhash,
             base64.b64encode(self.thumb).decode("ascii"),
             list(self.colour),
+            self.decoded,
         ]
 
     @classmethod
@@ -77,11 +85,17 @@ class ImageFacts:
             int(v[8]),
             base64.b64decode(v[9]),
             (int(v[10][0]), int(v[10][1]), int(v[10][2])),
+            bool(v[11]),
         )
 
 
-def inspect_image(path: str) -> ImageFacts:
-    """Read and decode one image file. Raises OSError only when the file cannot be read."""
+def inspect_image(path: str, decode: bool = True) -> ImageFacts:
+    """Read and decode one image file (`decode=False`: its header only).
+
+    Raises OSError only when the file cannot be read. Facts found before the decode step
+    (empty file, damaged PNG chunks, a header Pillow refuses, too large) are the same in both
+    modes and count as `decoded`: a full check would learn nothing more from the file.
+    """
     with open(path, "rb") as f:
         data = f.read()
     # sha256 runs on the CPU's SHA extensions: twice as fast as blake2b on large PNGs here.
@@ -104,6 +118,11 @@ def inspect_image(path: str) -> ImageFacts:
             with Image.open(io.BytesIO(data)) as im:
                 fmt, mode, (width, height) = im.format, im.mode, im.size
                 truncated = fmt == "JPEG" and not jpeg_complete(data)
+                if not decode:
+                    cut = "truncated" if truncated else None
+                    return ImageFacts(
+                        len(data), cut, "", fmt, mode, width, height, sha, 0, b"", (0, 0, 0), False
+                    )
                 if fmt == "JPEG":
                     im.draft("RGB", (THUMB * 2, THUMB * 2))
                 im.load()

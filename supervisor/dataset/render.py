@@ -80,6 +80,8 @@ def _summary(s: Summary) -> list[str]:
         rows.append(("image sizes", sizes))
         rows.append(("image modes", " · ".join(f"{m} ({n})" for m, n in s.image_modes)))
     procs = f"{s.workers} process{'es' if s.workers != 1 else ''}" if s.workers else "no decoding"
+    if not s.decode:
+        procs += "; fast: headers only, no pixels decoded"
     rows.append(
         (
             "checked",

@@ -47,8 +47,13 @@ def scan(
     workers: int | None,
     cache: FactCache | None,
     progress: Progress | None,
+    decode: bool = True,
 ) -> ScanResult:
-    """Facts of each (image, label-or-None) pair; paths must be absolute and unique."""
+    """Facts of each (image, label-or-None) pair; paths must be absolute and unique.
+
+    `decode=False` reads image headers only (see `inspect_image`) and takes any cached entry;
+    `decode=True` takes only cached entries whose pixels were decoded.
+    """
     total = len(pairs)
     image_keys = _stat_all(p for p, _ in pairs)
     label_keys = _stat_all(lbl for _, lbl in pairs if lbl is not None)
@@ -62,7 +67,10 @@ def scan(
     if cache is not None:
         present = {p: k for p, k in image_keys.items() if k is not None}
         for p, v in cache.get_many("images", present).items():
-            images[p] = ImageFacts.from_json(v)
+            facts = ImageFacts.from_json(v)
+            if decode and not facts.decoded:
+                continue  # a fast check's entry lacks what a full check needs: inspect again
+            images[p] = facts
             hits += 1
         present_l = {p: k for p, k in label_keys.items() if k is not None}
         for p, v in cache.get_many("labels", present_l).items():
@@ -99,7 +107,7 @@ def scan(
         if progress is not None:
             progress(done, total)
 
-    used = _run(todo, n_workers, take)
+    used = _run(todo, n_workers, decode, take)
     if cache is not None:
         cache.put_many("images", new_images)
         cache.put_many("labels", new_labels)
@@ -122,6 +130,7 @@ def _stat_all(paths: Any) -> dict[str, Key | None]:
 def _run(
     todo: list[tuple[str | None, str | None]],
     workers: int,
+    decode: bool,
     take: Callable[[list[Result]], None],
 ) -> int:
     """Inspect `todo`; returns the number of processes used."""
@@ -130,7 +139,7 @@ def _run(
     if workers == 1 or len(todo) <= _INLINE_LIMIT:
         step = 64
         for i in range(0, len(todo), step):
-            take(_work(todo[i : i + step]))
+            take(_work(todo[i : i + step], decode))
         return 1
     # ~32 chunks per worker, at most 64 files: while the last chunk runs the other workers
     # idle, for ~50 ms of JPEGs or ~0.2 s of large PNGs; a chunk's IPC (~0.2 ms) stays
@@ -143,15 +152,15 @@ def _run(
     except (OSError, NotImplementedError):
         # Some sandboxes forbid the semaphores a pool needs: slower, but still a full check.
         for chunk in chunks:
-            take(_work(chunk))
+            take(_work(chunk, decode))
         return 1
     with pool:
-        for fut in as_completed([pool.submit(_work, c) for c in chunks]):
+        for fut in as_completed([pool.submit(_work, c, decode) for c in chunks]):
             take(fut.result())
     return used
 
 
-def _work(chunk: list[tuple[str | None, str | None]]) -> list[Result]:
+def _work(chunk: list[tuple[str | None, str | None]], decode: bool = True) -> list[Result]:
     """Inspect a chunk; the cache's JSON text is made here, in parallel, not in the parent."""
     out: list[Result] = []
     for img, lbl in chunk:
@@ -160,7 +169,7 @@ def _work(chunk: list[tuple[str | None, str | None]]) -> list[Result]:
         ijson = ljson = None
         if img is not None:
             try:
-                ifacts = inspect_image(img)
+                ifacts = inspect_image(img, decode)
                 ijson = _dumps(ifacts.to_json())
             except OSError as e:
                 ifacts = Unreadable(e.strerror or str(e))

@@ -31,12 +31,13 @@ class SplitCounts:
 
 
 def overlap_findings(
-    entries: Sequence[Entry], facts: dict[str, ImageFacts]
+    entries: Sequence[Entry], facts: dict[str, ImageFacts], near_duplicates: bool = True
 ) -> tuple[list[Finding], set[str]]:
     """Listed twice, in both splits (path, content, near-duplicate), duplicates within a split.
 
-    `entries` are the non-blank list lines in file order; `facts` the decoded images by path.
-    Returns the findings and the valid images that overlap train (for the split sizes).
+    `entries` are the non-blank list lines in file order; `facts` the inspected images by
+    path. `near_duplicates=False` (some images were not decoded) skips that search and says
+    so in a note. Returns the findings and the valid images that overlap train.
     """
     out: list[Finding] = []
     first: dict[tuple[str, str], Entry] = {}
@@ -114,7 +115,21 @@ def overlap_findings(
                 for copy in paths[1:]
             )
 
-    out.extend(_near_duplicates(train, valid, facts, overlapping))
+    if near_duplicates:
+        out.extend(_near_duplicates(train, valid, facts, overlapping))
+    elif train and valid:
+        undecoded = sum(1 for f in facts.values() if not f.decoded)
+        out.append(
+            finding(
+                "near_duplicates_skipped",
+                None,
+                None,
+                f"near-duplicates across train/valid were not looked for: {undecoded} images "
+                "were checked without decoding their pixels (fast check), and only pixels "
+                "show a re-encoded or resized copy",
+                "run without --fast to look for near-duplicates across train/valid",
+            )
+        )
     return out, overlapping
 
 

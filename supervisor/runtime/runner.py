@@ -176,6 +176,14 @@ class JobRunner:
         if source == "auto":
             source = "supervisor" if self.flavour == "pjreddie" else "darknet"
         self.own_eval = source == "supervisor"
+        if not self.own_eval and spec.evaluation.iou_threshold != 0.5:
+            # darknet's training-time -map scores at IoU 0.5 (facts §2); the job asked for
+            # another threshold, which only the supervisor's own evaluation honours.
+            raise JobSetupError(
+                f"evaluation.iou_threshold is {spec.evaluation.iou_threshold}, but darknet's "
+                "-map measures at 0.5: set evaluation.source: supervisor to score at "
+                f"{spec.evaluation.iou_threshold}, or use iou_threshold: 0.5"
+            )
         if not self.own_eval and self.files.valid is None:
             raise JobSetupError(
                 f"{spec.darknet.data}: darknet's -map needs valid= in the .data file "
