@@ -298,3 +298,23 @@ def test_alexeyab_live_run_decides_what_analyze_decides(
     assert (best["iteration"], best["map"]) == (replay.kept.iteration, replay.kept.map)
     assert seen_iteration(Path(best["path"])) == best["iteration"]
     assert r["kept"]["last"]["iteration"] >= r["stop"]["iteration"]
+
+
+def test_setup_errors_are_clear_and_leave_no_job_dir(shapes: Path, tmp_path: Path) -> None:
+    from supervisor.runtime.runner import JobSetupError
+
+    cfg = write_demo_cfg(tmp_path / "x.cfg")
+    job = demo_job("nobin", shapes / "data" / "obj.data", cfg)
+    job["darknet"] = {**job["darknet"], "binary": str(tmp_path / "no-such-darknet")}  # type: ignore[dict-item]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    with pytest.raises(JobSetupError, match="does not exist"):
+        run_job(path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+    job["darknet"] = {**job["darknet"], "binary": str(STANDIN), "flavour": "alexeyab"}  # type: ignore[dict-item]
+    job["evaluation"] = {"source": "auto", "iou_threshold": 0.75}
+    path.write_text(yaml.safe_dump(job))
+    with pytest.raises(JobSetupError, match="evaluation.source: supervisor"):
+        run_job(path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -37,7 +37,7 @@ from supervisor.darknet.jobfiles import prepare_job_files
 from supervisor.darknet.logparse import LogParser
 from supervisor.jobpolicy import policy_for, schedule_of
 from supervisor.runtime import launch
-from supervisor.runtime.binary import detect_flavour, resolve_binary
+from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
 from supervisor.runtime.tail import LogTail
 from supervisor.spec import JobSpec, redacted_yaml
 from supervisor.training.diagnose import gpu_advice
@@ -162,16 +162,13 @@ class JobRunner:
 
     def _prepare(self) -> None:
         spec = self.spec
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        (self.job_dir / "job.yaml").write_text(redacted_yaml(spec))
-        self.files = prepare_job_files(self.job_dir, spec.darknet.data, spec.darknet.cfg)
-        self.cfg = Cfg.load(self.files.cfg)
-        self.schedule: Schedule = schedule_of(self.cfg)
-        self.cfg_hash = cfg_hash(self.files.cfg.read_text())
-        binary = self.config.binary_override or spec.darknet.binary
-        self.binary = resolve_binary(binary)
-        flavour = spec.darknet.flavour
-        self.flavour: Flavour = detect_flavour(self.binary) if flavour == "auto" else flavour
+        # What can be refused without touching the disk is refused first.
+        try:
+            self.binary = resolve_binary(self.config.binary_override or spec.darknet.binary)
+            flavour = spec.darknet.flavour
+            self.flavour: Flavour = detect_flavour(self.binary) if flavour == "auto" else flavour
+        except BinaryError as e:
+            raise JobSetupError(str(e)) from None
         source = spec.evaluation.source
         if source == "auto":
             source = "supervisor" if self.flavour == "pjreddie" else "darknet"
@@ -184,6 +181,12 @@ class JobRunner:
                 "-map measures at 0.5: set evaluation.source: supervisor to score at "
                 f"{spec.evaluation.iou_threshold}, or use iou_threshold: 0.5"
             )
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        (self.job_dir / "job.yaml").write_text(redacted_yaml(spec))
+        self.files = prepare_job_files(self.job_dir, spec.darknet.data, spec.darknet.cfg)
+        self.cfg = Cfg.load(self.files.cfg)
+        self.schedule: Schedule = schedule_of(self.cfg)
+        self.cfg_hash = cfg_hash(self.files.cfg.read_text())
         if not self.own_eval and self.files.valid is None:
             raise JobSetupError(
                 f"{spec.darknet.data}: darknet's -map needs valid= in the .data file "
