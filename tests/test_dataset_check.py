@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFile
 
 from supervisor.dataset.check import CheckReport, check_dataset, format_report
 from supervisor.dataset.findings import CODES
@@ -314,7 +314,7 @@ def test_the_fault_set_covers_every_per_image_and_split_code(faulty: Faulty) -> 
         "size_not_multiple_of_32", "max_batches_rule", "steps_rule", "list_crlf",
         "valid_too_small", "valid_class_too_few", "class_missing_in_valid",
         "class_missing_in_train", "class_imbalance", "no_negatives", "cache_unavailable",
-        "image_too_large",
+        "image_too_large", "near_duplicates_skipped",
     }  # fmt: skip
     assert codes | per_dataset == set(CODES)
 
@@ -645,14 +645,27 @@ def test_damaged_pngs_and_a_jpeg_cut_mid_scan_are_found(
         listed.append(str(folder / name))
     lst = work / "damaged.txt"
     lst.write_text("".join(f"{p}\n" for p in [*train, *listed]))
-    report = check_dataset(
-        write_data(work / "damaged.data", clean, train=str(lst)), None, cache_dir=cache
-    )
+    data = write_data(work / "damaged.data", clean, train=str(lst))
+    report = check_dataset(data, None, cache_dir=cache)
     assert sorted(keys(report)) == sorted(
         (code, str(folder / name), None) for name, (_, code, _) in damaged.items()
     )
     for f in report.findings:
         assert damaged[Path(f.file or "").name][2] in f.message, f.message
+    # Headers only: a zlib stream broken under a correct CRC shows only when it is inflated,
+    # which is the decode; the chunk CRCs, IEND and the JPEG end marker need no pixels.
+    fast = check_dataset(data, None, cache_dir=work / "cache-damaged-fast", decode=False)
+    assert sorted(keys(fast), key=str) == sorted(
+        [
+            *(
+                (code, str(folder / name), None)
+                for name, (_, code, _) in damaged.items()
+                if name != "stream.png"
+            ),
+            ("near_duplicates_skipped", None, None),
+        ],
+        key=str,
+    )
 
 
 def test_near_duplicates_among_large_and_palette_images(work: Path) -> None:
@@ -679,3 +692,81 @@ def test_near_duplicates_among_large_and_palette_images(work: Path) -> None:
     near = sorted(f.file or "" for f in report.findings if f.code == "near_duplicate_across_splits")
     # Exactly the three copies: no distinct large image is taken for a near-duplicate.
     assert near == sorted(str(p) for p in (brighter, palette, recoded))
+
+
+# -- fast check: headers only, no pixels decoded ------------------------------------------
+
+# Faults only decoded pixels show, with the reason; the fast check must find all the others.
+NEEDS_PIXELS = {
+    # a brighter, re-encoded copy has other bytes (sha256) and the same header; only the
+    # perceptual hash of its pixels relates it to its training original
+    "near_duplicate_across_splits": "perceptual hash of the pixels",
+}
+SKIPPED = ("near_duplicates_skipped", None, None)
+
+
+def test_fast_check_finds_every_fault_that_needs_no_pixels(faulty: Faulty, work: Path) -> None:
+    report = check_dataset(faulty.data, None, cache_dir=work / "cache-fast-faulty", decode=False)
+    expected = [k for k in faulty.expected if k[0] not in NEEDS_PIXELS] + [SKIPPED]
+    assert sorted(keys(report), key=str) == sorted(expected, key=str)
+    assert (
+        report.summary.decode is False and report.to_json()["summary"]["checked"]["decode"] is False
+    )
+    # Sizes and modes come from the headers: the same summary as a full check's.
+    full = check_dataset(faulty.data, None, cache_dir=work / "cache-full-faulty")
+    assert (report.summary.image_sizes, report.summary.image_modes) == (
+        full.summary.image_sizes,
+        full.summary.image_modes,
+    )
+    assert set(keys(full)) - set(keys(report)) == {
+        k for k in faulty.expected if k[0] in NEEDS_PIXELS
+    }
+
+
+def test_fast_check_of_a_clean_dataset_decodes_nothing_and_only_notes_the_skip(
+    clean: ShapesDataset, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+
+    def no_load(self: ImageFile.ImageFile) -> None:
+        loads.append(str(self.filename))
+        raise AssertionError("pixels decoded in a fast check")
+
+    # workers=1 inspects in this process, so the patch sees every decode a fast check tries.
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    report = check_dataset(
+        clean.data, None, workers=1, cache_dir=work / "cache-fast-clean", decode=False
+    )
+    assert loads == []
+    assert keys(report) == [SKIPPED]
+    note = report.findings[0]
+    assert note.severity == "note" and "360 images" in note.message and "--fast" in note.fix
+    assert report.exit_status(strict=True) == 0
+    assert report.summary.image_sizes == ((96, 96, 360),)
+    text = format_report(report)
+    assert "no pixels decoded" in text and "near_duplicates_skipped" in text
+
+
+def test_full_check_after_a_fast_one_decodes_and_finds_the_near_duplicates(
+    faulty: Faulty, work: Path
+) -> None:
+    cache = work / "cache-upgrade"
+    fast = check_dataset(faulty.data, None, cache_dir=cache, decode=False)
+    assert SKIPPED in keys(fast)
+    full = check_dataset(faulty.data, None, cache_dir=cache)
+    assert sorted(keys(full), key=str) == sorted(faulty.expected, key=str)
+    # Only what a full check would not decode either is taken from the fast entries: the
+    # empty file and the PNG whose chunks are broken.
+    assert full.summary.from_cache == 2
+    assert full.summary.workers > 0
+
+
+def test_fast_check_after_a_full_one_reuses_the_cache(faulty: Faulty, work: Path) -> None:
+    cache = work / "cache-reuse"
+    full = check_dataset(faulty.data, None, cache_dir=cache)
+    fast = check_dataset(faulty.data, None, cache_dir=cache, decode=False)
+    missing = full.summary.splits[0].missing
+    assert fast.summary.from_cache == full.summary.files_checked - missing
+    assert fast.summary.workers == 0  # nothing inspected again
+    # Every hash is in the cache, so even the fast check finds the near-duplicate.
+    assert keys(fast) == keys(full)

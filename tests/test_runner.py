@@ -315,6 +315,6 @@ def test_setup_errors_are_clear_and_leave_no_job_dir(shapes: Path, tmp_path: Pat
     job["darknet"] = {**job["darknet"], "binary": str(STANDIN), "flavour": "alexeyab"}  # type: ignore[dict-item]
     job["evaluation"] = {"source": "auto", "iou_threshold": 0.75}
     path.write_text(yaml.safe_dump(job))
-    with pytest.raises(JobSetupError, match="evaluation.source: supervisor"):
+    with pytest.raises(JobSetupError, match=r"evaluation\.source: supervisor"):
         run_job(path, tmp_path / "run")
     assert not (tmp_path / "run").exists()
