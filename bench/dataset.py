@@ -2,6 +2,7 @@
 
 Usage: `.venv/bin/python bench/dataset.py [--setup] [--images 5000] [--size 416] [--workers N]`
 `--stages` instead prints where one process spends its time per image (500 JPEG, 200 PNG).
+Ours runs twice: the full check and the fast one (`decode=False`: headers only, no pixels).
 
 Both sides see the same files of a generated shapes dataset (`make_shapes_dataset`, kept under
 `bench/data/` and reused: the generator is deterministic) with the same number of processes.
@@ -115,20 +116,25 @@ def warm_page_cache(paths: list[str]) -> None:
                 fh.read()
 
 
-def ours(data: Path, workers: int, rounds: int) -> tuple[list[float], list[float], int]:
+def ours(
+    data: Path, workers: int, rounds: int, decode: bool
+) -> tuple[list[float], list[float], list[str]]:
+    """Cold and warm times of each round, and the codes of the findings."""
     cold: list[float] = []
     warm: list[float] = []
-    findings = 0
+    codes: list[str] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
             t = time.perf_counter()
-            report = check_dataset(data, None, workers=workers, cache_dir=Path(cache))
+            report = check_dataset(
+                data, None, workers=workers, cache_dir=Path(cache), decode=decode
+            )
             cold.append(time.perf_counter() - t)
-            findings = len(report.findings)
+            codes = [f.code for f in report.findings]
             t = time.perf_counter()
-            check_dataset(data, None, workers=workers, cache_dir=Path(cache))
+            check_dataset(data, None, workers=workers, cache_dir=Path(cache), decode=decode)
             warm.append(time.perf_counter() - t)
-    return cold, warm, findings
+    return cold, warm, codes
 
 
 def ultralytics(
@@ -201,11 +207,13 @@ def stages(paths: list[str]) -> None:
             "cache JSON": best(lambda f: json.dumps(f.to_json(), separators=(",", ":")), facts),
         }
         whole = best(lambda p: _work([(p, p[:-4] + ".txt")]), some)
+        fast = best(lambda p: _work([(p, p[:-4] + ".txt")], False), some)
         kib = sum(map(len, datas)) / len(datas) / 1024
         print(f"{kind[1:].upper()}: {len(some)} files, mean {kib:.0f} KiB, one process")
         for name, ms in rows.items():
             print(f"  {name:26s} {ms:6.3f} ms  {ms / whole:4.0%}")
         print(f"  {'whole worker task':26s} {whole:6.3f} ms")
+        print(f"  {'whole worker task, fast':26s} {fast:6.3f} ms  {fast / whole:4.0%}")
 
 
 def main() -> None:
@@ -231,11 +239,15 @@ def main() -> None:
         stages(paths)
         return
     n = len(paths)
-    cold, warm, findings = ours(data, args.workers, args.rounds)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     print(f"dataset: {n} images of {args.size} px ({data}); workers: {args.workers}")
-    print(f"ours cold:  {_rate(n, cold)}  ({findings} findings)")
-    print(f"ours warm:  {_rate(n, warm)}")
+    results = {}
+    for mode, decode in (("full", True), ("fast", False)):
+        cold, warm, codes = ours(data, args.workers, args.rounds, decode)
+        results[mode] = (cold, warm)
+        print(f"ours {mode} cold:  {_rate(n, cold)}  (findings: {', '.join(codes) or 'none'})")
+        print(f"ours {mode} warm:  {_rate(n, warm)}")
+    print(f"load after ours {os.getloadavg()[0]:.2f}")
     if args.skip_ultralytics:
         return
     ul, info = ultralytics(paths, args.workers, args.rounds)
@@ -244,10 +256,11 @@ def main() -> None:
         f"(chunksize {info['chunksize']}, missing {info['missing']}, corrupt {info['corrupt']})"
     )
     best = min(ul)
-    print(
-        f"ratio ours/ultralytics (images/s, best of {args.rounds}): "
-        f"cold {best / min(cold):.2f}×, warm {best / min(warm):.2f}×"
-    )
+    for mode, (cold, warm) in results.items():
+        print(
+            f"ratio ours {mode}/ultralytics (images/s, best of {args.rounds}): "
+            f"cold {best / min(cold):.2f}×, warm {best / min(warm):.2f}×"
+        )
 
 
 def _rate(n: int, times: list[float]) -> str:

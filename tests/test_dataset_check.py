@@ -645,8 +645,8 @@ def test_damaged_pngs_and_a_jpeg_cut_mid_scan_are_found(
         listed.append(str(folder / name))
     lst = work / "damaged.txt"
     lst.write_text("".join(f"{p}\n" for p in [*train, *listed]))
-    data = write_data(work / "damaged.data", clean, train=str(lst))
-    report = check_dataset(data, None, cache_dir=cache)
+    data_file = write_data(work / "damaged.data", clean, train=str(lst))
+    report = check_dataset(data_file, None, cache_dir=cache)
     assert sorted(keys(report)) == sorted(
         (code, str(folder / name), None) for name, (_, code, _) in damaged.items()
     )
@@ -654,7 +654,7 @@ def test_damaged_pngs_and_a_jpeg_cut_mid_scan_are_found(
         assert damaged[Path(f.file or "").name][2] in f.message, f.message
     # Headers only: a zlib stream broken under a correct CRC shows only when it is inflated,
     # which is the decode; the chunk CRCs, IEND and the JPEG end marker need no pixels.
-    fast = check_dataset(data, None, cache_dir=work / "cache-damaged-fast", decode=False)
+    fast = check_dataset(data_file, None, cache_dir=work / "cache-damaged-fast", decode=False)
     assert sorted(keys(fast), key=str) == sorted(
         [
             *(
