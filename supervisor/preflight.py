@@ -27,14 +27,18 @@ def job_flavour(spec: JobSpec) -> Flavour:
         return "pjreddie"
 
 
-def check_job(spec: JobSpec, progress: Callable[[int, int], None] | None = None) -> CheckReport:
-    """The dataset checks of a job. Its backup= is the job dir's own, so not checked here."""
+def check_job(
+    spec: JobSpec, progress: Callable[[int, int], None] | None = None, *, decode: bool = True
+) -> CheckReport:
+    """The dataset checks of a job. Its backup= is the job dir's own, so not checked here.
+    `decode=False` reads image headers only (no near-duplicate search)."""
     return check_dataset(
         spec.darknet.data,
         spec.darknet.cfg,
         flavour=job_flavour(spec),
         progress=progress,
         managed_backup=True,
+        decode=decode,
     )
 
 
