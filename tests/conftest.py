@@ -103,3 +103,9 @@ def darknet_bin() -> str:
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The dataset checks' fact cache lives in a temp dir, never in the user's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
