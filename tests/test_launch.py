@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,9 +62,10 @@ async def test_wrapper_records_a_signal_death(tmp_path: Path) -> None:
     assert entry["returncode"] is None and entry["signal"] == "SIGABRT"
 
 
-async def test_terminate_stops_the_group_and_the_wrapper_records_it(tmp_path: Path) -> None:
-    (tmp_path / "run").mkdir()
-    argv = script(tmp_path, "print('ready', flush=True)\ntime.sleep(60)\n")
+async def start_until_ready(
+    tmp_path: Path, argv: list[str]
+) -> tuple[launch.LaunchHandle, subprocess.Popen[bytes]]:
+    """Launch `argv` and wait until it printed `ready` (its signal handlers are set)."""
     h, proc = launch.start(
         argv,
         number=1,
@@ -76,6 +78,13 @@ async def test_terminate_stops_the_group_and_the_wrapper_records_it(tmp_path: Pa
         if any("ready" in line for line in tail.read_lines()):
             break
         await asyncio.sleep(0.05)
+    return h, proc
+
+
+async def test_terminate_stops_the_group_and_the_wrapper_records_it(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    argv = script(tmp_path, "print('ready', flush=True)\ntime.sleep(60)\n")
+    h, proc = await start_until_ready(tmp_path, argv)
     assert h.alive
     reaper = asyncio.get_running_loop().run_in_executor(None, proc.wait)
     how = await launch.terminate(h, grace=5)
@@ -92,18 +101,7 @@ async def test_terminate_kills_what_ignores_term(tmp_path: Path) -> None:
         "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('ready', flush=True)\ntime.sleep(60)\n",
     )
-    h, proc = launch.start(
-        argv,
-        number=1,
-        log=tmp_path / "darknet.log",
-        exit_path=tmp_path / "exit.json",
-        cwd=tmp_path / "run",
-    )
-    tail = LogTail(tmp_path / "darknet.log")
-    for _ in range(100):
-        if any("ready" in line for line in tail.read_lines()):
-            break
-        await asyncio.sleep(0.05)
+    h, proc = await start_until_ready(tmp_path, argv)
     reaper = asyncio.get_running_loop().run_in_executor(None, proc.wait)
     assert await launch.terminate(h, grace=0.5) == "kill"
     await reaper
