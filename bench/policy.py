@@ -48,8 +48,17 @@ def main() -> int:
     ns = ap.parse_args()
     policy = tuned(policy_for(None), ns.settings)
     print(f"policy: {[(r.name, dataclasses.asdict(r)) for r in policy.rules]}\n")  # type: ignore[call-overload]
-    cols = [("log", "<44"), ("evals", ">5"), ("last", ">6"), ("stop", ">6"), ("rule", "<13"),
-            ("kept", ">6"), ("best", ">6"), ("regret", ">6"), ("saved", ">6")]
+    cols = [
+        ("log", "<44"),
+        ("evals", ">5"),
+        ("last", ">6"),
+        ("stop", ">6"),
+        ("rule", "<13"),
+        ("kept", ">6"),
+        ("best", ">6"),
+        ("regret", ">6"),
+        ("saved", ">6"),
+    ]
     head = " ".join(f"{name:{fmt}}" for name, fmt in cols)
     print(head)
     regrets: list[float] = []

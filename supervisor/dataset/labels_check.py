@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from supervisor.dataset.findings import Finding, finding
+from supervisor.dataset.reading import read_bytes
 
 _INT = re.compile(r"[+-]?\d+")
 # What `%f` accepts; Python's float() would also take "1_0", which darknet would not.
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.I)
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_FLOAT = re.compile(rf"{_NUMBER}|[+-]?(?:nan|inf|infinity)", re.I)
+# A well-formed row in one match (most rows): its groups are the five fields that `split`
+# would give, so the field-by-field path below only sees the rows that need a finding.
+_ROW = re.compile(rf"\s*([+-]?\d+)\s+({_NUMBER})\s+({_NUMBER})\s+({_NUMBER})\s+({_NUMBER})\s*")
 
 EDGE_TOLERANCE = 0.01  # a box may overshoot the image by 1 % of its size (labelling tools do)
 MIN_BOX_PX = 2.0  # smaller boxes hold nothing a detector can learn
@@ -28,8 +32,7 @@ DARKNET_MIN_WH = 0.001  # pjreddie's fill_truth_detection drops boxes with w or 
 Row = tuple[int, int, float, float, float, float]  # line, class id, cx, cy, w, h
 
 
-@dataclass(frozen=True, slots=True)
-class LabelFacts:
+class LabelFacts(NamedTuple):
     """A parsed label file: rows that read as five numbers, and the lines that do not."""
 
     rows: tuple[Row, ...]
@@ -57,8 +60,7 @@ class LabelFacts:
 
 def inspect_label(path: str) -> LabelFacts:
     """Read one label file. Raises OSError only when it cannot be read."""
-    with open(path, "rb") as f:
-        return parse_label_bytes(f.read())
+    return parse_label_bytes(read_bytes(path))
 
 
 def parse_label_bytes(data: bytes) -> LabelFacts:
@@ -69,23 +71,20 @@ def parse_label_bytes(data: bytes) -> LabelFacts:
     dups: list[tuple[int, int]] = []
     seen: dict[tuple[int, float, float, float, float], int] = {}
     for no, raw in enumerate(text.split("\n"), start=1):
-        fields = raw.split()
-        if not fields:
-            continue
-        shown = raw.strip()[:80]
-        if len(fields) != 5:
-            bad.append((no, "label_columns", shown))
-            continue
-        if not _INT.fullmatch(fields[0]):
-            code = "label_class_not_integer" if _FLOAT.fullmatch(fields[0]) else "label_columns"
-            bad.append((no, code, shown))
-            continue
-        if not all(_FLOAT.fullmatch(t) for t in fields[1:]):
-            bad.append((no, "label_not_a_number", shown))
-            continue
+        match = _ROW.fullmatch(raw)
+        if match is not None:
+            fields: list[str] = list(match.groups())
+        else:
+            fields = raw.split()
+            if not fields:
+                continue
+            problem = _syntax_problem(fields)
+            if problem is not None:
+                bad.append((no, problem, raw.strip()[:80]))
+                continue
         cx, cy, w, h = (float(t) for t in fields[1:])
-        if not all(math.isfinite(v) for v in (cx, cy, w, h)):
-            bad.append((no, "label_not_a_number", shown))
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)):  # nan, inf, or 1e999
+            bad.append((no, "label_not_a_number", raw.strip()[:80]))
             continue
         key = (int(fields[0]), cx, cy, w, h)
         if key in seen:
@@ -94,6 +93,17 @@ def parse_label_bytes(data: bytes) -> LabelFacts:
         seen[key] = no
         rows.append((no, *key))
     return LabelFacts(tuple(rows), tuple(bad), tuple(dups), bom)
+
+
+def _syntax_problem(fields: list[str]) -> str | None:
+    """The finding code of a row `_ROW` did not match, or None when it still reads as a box."""
+    if len(fields) != 5:
+        return "label_columns"
+    if not _INT.fullmatch(fields[0]):
+        return "label_class_not_integer" if _FLOAT.fullmatch(fields[0]) else "label_columns"
+    if not all(_FLOAT.fullmatch(t) for t in fields[1:]):
+        return "label_not_a_number"
+    return None
 
 
 _SYNTAX_TEXT = {

@@ -183,5 +183,5 @@ def _work(chunk: list[tuple[str | None, str | None]], decode: bool = True) -> li
     return out
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# One encoder for every file: `json.dumps` with options builds a new one per call (~5 µs).
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
