@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Bump when the stored facts change shape or meaning: older entries are then dropped.
-CACHE_VERSION = "6"
+CACHE_VERSION = "7"
 FILE_NAME = "dataset-check.sqlite3"
 
 Table = Literal["images", "labels"]
@@ -50,8 +50,10 @@ class FactCache:
                 )
         for table in ("images", "labels"):
             self._db.execute(
+                # WITHOUT ROWID: the rows live in the path index itself, one b-tree to
+                # search and write instead of two.
                 f"CREATE TABLE IF NOT EXISTS {table} (path TEXT PRIMARY KEY, size INTEGER, "
-                "mtime_ns INTEGER, facts TEXT)"
+                "mtime_ns INTEGER, facts TEXT) WITHOUT ROWID"
             )
         self._db.commit()
 
@@ -66,9 +68,15 @@ class FactCache:
                 f"SELECT path, size, mtime_ns, facts FROM {table} "
                 f"WHERE path IN ({','.join('?' * len(batch))})"
             )
-            for path, size, mtime_ns, facts in self._db.execute(query, batch):
-                if (size, mtime_ns) == keys[path]:
-                    found[path] = json.loads(facts)
+            hits = [
+                (path, facts)
+                for path, size, mtime_ns, facts in self._db.execute(query, batch)
+                if (size, mtime_ns) == keys[path]
+            ]
+            # One JSON document for the whole batch: json.loads costs ~5 µs a call before it
+            # reads a byte.
+            values = json.loads("[" + ",".join(facts for _, facts in hits) + "]")
+            found.update(zip((path for path, _ in hits), values, strict=True))
         return found
 
     def put_many(self, table: Table, rows: Iterable[tuple[str, Key, str]]) -> None:

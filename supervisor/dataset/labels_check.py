@@ -196,6 +196,20 @@ def _row_findings(
 def _geometry(
     cx: float, cy: float, w: float, h: float, width: int, height: int
 ) -> tuple[str, str, str] | None:
+    t = EDGE_TOLERANCE
+    tiny_px = width > 0 and height > 0 and (w * width < MIN_BOX_PX or h * height < MIN_BOX_PX)
+    if (
+        min(cx, cy, w, h) >= 0.0
+        and max(cx, cy, w, h) <= 1.0
+        and cx - w / 2 >= -t
+        and cy - h / 2 >= -t
+        and cx + w / 2 <= 1 + t
+        and cy + h / 2 <= 1 + t
+        and w >= DARKNET_MIN_WH
+        and h >= DARKNET_MIN_WH
+        and not tiny_px
+    ):
+        return None  # most boxes: none of the findings below, and no message formatted
     values = f"x={cx:g} y={cy:g} w={w:g} h={h:g}"
     if max(cx, cy, w, h) > 1.0 + 1e-6:
         return (
@@ -209,7 +223,6 @@ def _geometry(
             f"{values}: negative values",
             "re-export the labels; centre and size must lie between 0 and 1",
         )
-    t = EDGE_TOLERANCE
     if cx - w / 2 < -t or cy - h / 2 < -t or cx + w / 2 > 1 + t or cy + h / 2 > 1 + t:
         return (
             "box_outside_image",
@@ -217,7 +230,6 @@ def _geometry(
             "trained box is not the one you drew)",
             "clip the box to the image: its edges cx±w/2 and cy±h/2 must lie in 0…1",
         )
-    tiny_px = width > 0 and height > 0 and (w * width < MIN_BOX_PX or h * height < MIN_BOX_PX)
     if w < DARKNET_MIN_WH or h < DARKNET_MIN_WH or tiny_px:
         px = f" ({w * width:.1f}×{h * height:.1f} px)" if width > 0 and height > 0 else ""
         return (
