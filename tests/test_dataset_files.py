@@ -258,3 +258,38 @@ def test_read_bytes_reads_whole_files_of_any_size(tmp_path: Path) -> None:
         assert read_bytes(str(path)) == data
     with pytest.raises(FileNotFoundError):
         read_bytes(str(tmp_path / "missing"))
+
+
+def _geometry_by_the_rules(
+    cx: float, cy: float, w: float, h: float, width: int, height: int
+) -> str | None:
+    """The box rules of docs/dataset-check.md, in their order, without any shortcut."""
+    if max(cx, cy, w, h) > 1.0 + 1e-6:
+        return "label_not_normalized"
+    if min(cx, cy, w, h) < -1e-6:
+        return "label_negative"
+    t = labels_check.EDGE_TOLERANCE
+    if cx - w / 2 < -t or cy - h / 2 < -t or cx + w / 2 > 1 + t or cy + h / 2 > 1 + t:
+        return "box_outside_image"
+    small = labels_check.DARKNET_MIN_WH
+    tiny = width > 0 and height > 0 and min(w * width, h * height) < labels_check.MIN_BOX_PX
+    if w < small or h < small or tiny:
+        return "box_too_small"
+    return None
+
+
+def test_box_geometry_shortcut_gives_the_rules_answer() -> None:
+    rng = random.Random(5)
+    edges = [-0.02, -1e-6, -5e-7, 0.0, 5e-4, 1e-3, 0.005, 0.5, 0.99, 1.0, 1.0000005, 1.005, 1.02]
+    seen: set[str | None] = set()
+    for _ in range(20000):
+        cx, cy, w, h = (
+            rng.choice(edges) if rng.random() < 0.5 else rng.uniform(-0.05, 1.05)
+            for _ in range(4)
+        )
+        width, height = rng.choice([(0, 0), (416, 416), (64, 4000)])
+        got = labels_check._geometry(cx, cy, w, h, width, height)
+        want = _geometry_by_the_rules(cx, cy, w, h, width, height)
+        assert (got[0] if got else None) == want, (cx, cy, w, h, width, height)
+        seen.add(want)
+    assert len(seen) == 5  # every outcome was reached
