@@ -284,8 +284,7 @@ def test_box_geometry_shortcut_gives_the_rules_answer() -> None:
     seen: set[str | None] = set()
     for _ in range(20000):
         cx, cy, w, h = (
-            rng.choice(edges) if rng.random() < 0.5 else rng.uniform(-0.05, 1.05)
-            for _ in range(4)
+            rng.choice(edges) if rng.random() < 0.5 else rng.uniform(-0.05, 1.05) for _ in range(4)
         )
         width, height = rng.choice([(0, 0), (416, 416), (64, 4000)])
         got = labels_check._geometry(cx, cy, w, h, width, height)
@@ -293,3 +292,12 @@ def test_box_geometry_shortcut_gives_the_rules_answer() -> None:
         assert (got[0] if got else None) == want, (cx, cy, w, h, width, height)
         seen.add(want)
     assert len(seen) == 5  # every outcome was reached
+
+
+def test_a_damaged_exif_block_does_not_hide_the_size() -> None:
+    """Metadata darknet never reads is not parsed: garbage in the EXIF block leaves the header."""
+    data = PLAIN["jpeg exif"]()
+    start = data.index(b"Exif\0\0") + 6
+    damaged = data[:start] + bytes(range(200, 240)) + data[start + 40 :]
+    header = read_header(damaged)
+    assert header is not None and (header.width, header.height, header.mode) == (37, 23, "RGB")

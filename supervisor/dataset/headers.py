@@ -6,8 +6,11 @@ work per image. `read_header` walks the same markers and chunks without building
 object (~10 µs) and answers only for files whose header is plain: every segment and chunk well
 formed and none of the ones Pillow would treat specially (a multi-picture MPO, a PNG's
 transparency, text or colour-profile chunks that it decompresses, an animated PNG). For
-anything else it returns None and the caller asks Pillow, so a file's verdict never depends on
-which reader saw it: where this module answers, Pillow answers the same (tests compare them).
+anything else it returns None and the caller asks Pillow: where this module answers, Pillow
+answers the same (tests compare them), with one exception. The contents of metadata blocks
+(EXIF, Photoshop, XMP) are not parsed, as darknet does not read them: a JPEG whose EXIF block is
+damaged passes here, while Pillow may refuse the whole file (a full check then reports it
+corrupt, though darknet trains on it).
 """
 
 from __future__ import annotations
