@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import math
 import warnings
 import zlib
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 from PIL import Image, ImageChops, ImageFilter, UnidentifiedImageError
 
 from supervisor.dataset.headers import PNG_SIGNATURE, read_header
@@ -239,26 +240,41 @@ def hamming(a: int, b: int) -> int:
 
 
 def similarity(a: ImageFacts, b: ImageFacts) -> float:
-    """Likeness of two decoded images in [0, 1], from their thumbnails' detail and colour.
+    """Likeness of two decoded images in [0, 1] (see `similarities`)."""
+    return similarities(a, [b])[0]
+
+
+def similarities(a: ImageFacts, others: Sequence[ImageFacts]) -> list[float]:
+    """Likeness of `a` to each of `others`, in [0, 1], from the thumbnails' detail and colour.
 
     dHash alone is not enough: two different nearly flat or smoothly shaded images hash
     alike. So a candidate pair must also have mean colours within `COLOUR_TOLERANCE` per
     channel and correlated high-pass thumbnails (correlation ignores brightness and contrast
-    changes). Two images without detail are compared by mean colour alone.
+    changes). Two images without detail are compared by mean colour alone. Images without a
+    thumbnail (not decoded) are like nothing.
     """
-    if not a.thumb or len(a.thumb) != len(b.thumb):
-        return 0.0
-    shift = max(abs(x - y) for x, y in zip(a.colour, b.colour, strict=True))
-    if shift > COLOUR_TOLERANCE:
-        return 0.0
+    out = np.zeros(len(others))
     n = len(a.thumb)
-    ma, mb = sum(a.thumb) / n, sum(b.thumb) / n
-    va = sum((x - ma) ** 2 for x in a.thumb)
-    vb = sum((y - mb) ** 2 for y in b.thumb)
+    rows = [i for i, b in enumerate(others) if n and len(b.thumb) == n]
+    if not rows:
+        return out.tolist()
+    colours = np.array([others[i].colour for i in rows], dtype=np.int16)
+    shift = np.abs(colours - np.array(a.colour, dtype=np.int16)).max(axis=1)
+    x = np.frombuffer(a.thumb, dtype=np.uint8).astype(np.float64)
+    x -= x.mean()
+    va = float(x @ x)
+    y = np.frombuffer(b"".join(others[i].thumb for i in rows), dtype=np.uint8)
+    y = y.reshape(len(rows), n).astype(np.float64)
+    y -= y.mean(axis=1, keepdims=True)
+    vb = np.einsum("ij,ij->i", y, y)
     flat = 2.25 * n  # detail under 1.5 grey levels (standard deviation)
-    if va < flat or vb < flat:
-        if va >= flat or vb >= flat:
-            return 0.0
-        return max(0.0, 1.0 - shift / FLAT_COLOUR_TOLERANCE)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a.thumb, b.thumb, strict=True))
-    return cov / math.sqrt(va * vb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = (y @ x) / np.sqrt(va * vb)
+    if va < flat:
+        by_colour = np.maximum(0.0, 1.0 - shift / FLAT_COLOUR_TOLERANCE)
+        sim = np.where(vb < flat, by_colour, 0.0)
+    else:
+        sim = np.where(vb < flat, 0.0, corr)
+    sim[shift > COLOUR_TOLERANCE] = 0.0
+    out[rows] = sim
+    return out.tolist()
