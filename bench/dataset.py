@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,8 @@ def main() -> None:
     for mode, decode in (("full", True), ("fast", False)):
         cold, warm, codes = ours(data, args.workers, args.rounds, decode)
         results[mode] = (cold, warm)
-        print(f"ours {mode} cold:  {_rate(n, cold)}  (findings: {', '.join(codes) or 'none'})")
+        found = ", ".join(f"{c} ×{k}" if k > 1 else c for c, k in Counter(codes).items())
+        print(f"ours {mode} cold:  {_rate(n, cold)}  (findings: {found or 'none'})")
         print(f"ours {mode} warm:  {_rate(n, warm)}")
     print(f"load after ours {os.getloadavg()[0]:.2f}")
     if args.skip_ultralytics:

@@ -698,7 +698,7 @@ def test_near_duplicates_among_large_and_palette_images(work: Path) -> None:
 
 # Faults only decoded pixels show, with the reason; the fast check must find all the others.
 NEEDS_PIXELS = {
-    # a brighter, re-encoded copy has other bytes (sha256) and the same header; only the
+    # a brighter, re-encoded copy has other bytes (digest) and the same header; only the
     # perceptual hash of its pixels relates it to its training original
     "near_duplicate_across_splits": "perceptual hash of the pixels",
 }

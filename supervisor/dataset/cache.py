@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Bump when the stored facts change shape or meaning: older entries are then dropped.
-CACHE_VERSION = "7"
+CACHE_VERSION = "8"
 FILE_NAME = "dataset-check.sqlite3"
 
 Table = Literal["images", "labels"]

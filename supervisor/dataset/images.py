@@ -2,7 +2,7 @@
 
 `inspect_image` runs in worker processes and its result is cached, so it reads each file once
 and does all per-image work on those bytes. With `decode=False` (a fast check) it stops after
-the header: size, mode, sha256, the JPEG end marker and the PNG chunk CRCs are known, the
+the header: size, mode, content digest, the JPEG end marker and the PNG chunk CRCs are known, the
 decode's outcome and the perceptual hashes are not (`ImageFacts.decoded` is False).
 
 A full check decodes JPEGs with Pillow's `draft` (libjpeg's DCT scaling to 1/8): every
@@ -15,7 +15,6 @@ decode, and one integer `reduce` makes the thumbnail.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import warnings
 import zlib
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import xxhash
 from PIL import Image, ImageChops, ImageFilter, UnidentifiedImageError
 
 from supervisor.dataset.headers import PNG_SIGNATURE, read_header
@@ -48,10 +48,10 @@ class ImageFacts(NamedTuple):
     mode: str | None  # Pillow's mode before any conversion: "RGB", "L", "CMYK", …
     width: int
     height: int
-    sha: str  # first 128 bits of the sha256 of the bytes: exact duplicates
-    dhash: int  # 64-bit difference hash; 0 when the image could not be decoded
-    thumb: bytes  # THUMB×THUMB high-pass grayscale (128 = flat); b"" when not decodable
-    colour: tuple[int, int, int]  # mean R, G, B
+    digest: str  # 128-bit xxh3 of the bytes, hex: exact duplicates
+    dhash: int = 0  # 64-bit difference hash; 0 when the image was not decoded
+    thumb: bytes = b""  # THUMB×THUMB high-pass grayscale (128 = flat); b"": not decoded
+    colour: tuple[int, int, int] = (0, 0, 0)  # mean R, G, B
     # False: a fast check read only the header, so whether the pixels decode and the hashes
     # (dhash, thumb, colour) are unknown; a full check must inspect the file again.
     decoded: bool = True
@@ -65,7 +65,7 @@ class ImageFacts(NamedTuple):
             self.mode,
             self.width,
             self.height,
-            self.sha,
+            self.digest,
             self.dhash,
             base64.b64encode(self.thumb).decode("ascii"),
             list(self.colour),
@@ -98,24 +98,29 @@ def inspect_image(path: str, decode: bool = True) -> ImageFacts:
     modes and count as `decoded`: a full check would learn nothing more from the file.
     """
     data = read_bytes(path)
-    # sha256 runs on the CPU's SHA extensions: twice as fast as blake2b on large PNGs here.
-    sha = hashlib.sha256(data).hexdigest()[:32]
+    # Only equal files must get equal digests (no adversary here): xxh3 is 6-8x faster than
+    # sha256 (3 µs a 28 KB JPEG, 10 µs a 120 KB PNG), and random collisions of 128 bits
+    # among a dataset's files do not happen.
+    digest = xxhash.xxh3_128_hexdigest(data)
+
+    def undecoded(
+        problem: str | None, detail: str = "", fmt: str | None = None, mode: str | None = None,
+        size: tuple[int, int] = (0, 0), decoded: bool = True,
+    ) -> ImageFacts:  # fmt: skip
+        return ImageFacts(len(data), problem, detail, fmt, mode, *size, digest, decoded=decoded)
+
     if not data:
-        return ImageFacts(0, "empty", "", None, None, 0, 0, sha, 0, b"", (0, 0, 0))
+        return undecoded("empty")
     if data.startswith(PNG_SIGNATURE):
         damage = png_damage(data)
         if damage is not None:
-            return ImageFacts(
-                len(data), "corrupt", damage, "PNG", None, 0, 0, sha, 0, b"", (0, 0, 0)
-            )
+            return undecoded("corrupt", damage, "PNG")
     if not decode:
         header = read_header(data)
         if header is not None:
             cut = "truncated" if header.format == "JPEG" and not jpeg_complete(data) else None
-            return ImageFacts(
-                len(data), cut, "", header.format, header.mode, header.width, header.height,
-                sha, 0, b"", (0, 0, 0), False,
-            )  # fmt: skip
+            size = (header.width, header.height)
+            return undecoded(cut, "", header.format, header.mode, size, decoded=False)
     fmt: str | None = None
     mode: str | None = None
     width = height = 0
@@ -128,29 +133,25 @@ def inspect_image(path: str, decode: bool = True) -> ImageFacts:
                 truncated = fmt == "JPEG" and not jpeg_complete(data)
                 if not decode:
                     cut = "truncated" if truncated else None
-                    return ImageFacts(
-                        len(data), cut, "", fmt, mode, width, height, sha, 0, b"", (0, 0, 0), False
-                    )
+                    return undecoded(cut, "", fmt, mode, im.size, decoded=False)
                 if fmt == "JPEG":
                     im.draft("RGB", (THUMB * 2, THUMB * 2))
                 im.load()
                 rgb = _small_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return ImageFacts(
-            len(data), "too_large", str(e), fmt, mode, width, height, sha, 0, b"", (0, 0, 0)
-        )
+        return undecoded("too_large", str(e), fmt, mode, (width, height))
     except Exception as e:  # Pillow raises many types for bad data; all mean "cannot decode"
         failed = "truncated" if fmt == "JPEG" and not jpeg_complete(data) else "corrupt"
         if isinstance(e, UnidentifiedImageError):
             detail = "not an image format Pillow knows (wrong content or extension?)"
         else:
             detail = f"{type(e).__name__}: {e}"
-        return ImageFacts(
-            len(data), failed, detail, fmt, mode, width, height, sha, 0, b"", (0, 0, 0)
-        )
+        return undecoded(failed, detail, fmt, mode, (width, height))
     problem = "truncated" if truncated else None
     dhash, edges, colour = _hashes(rgb)
-    return ImageFacts(len(data), problem, "", fmt, mode, width, height, sha, dhash, edges, colour)
+    return ImageFacts(
+        len(data), problem, "", fmt, mode, width, height, digest, dhash, edges, colour
+    )
 
 
 def _hashes(rgb: Image.Image) -> tuple[int, bytes, tuple[int, int, int]]:

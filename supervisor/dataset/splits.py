@@ -78,14 +78,14 @@ def overlap_findings(
                 )
             )
 
-    train_by_sha: dict[str, list[str]] = defaultdict(list)
+    train_by_digest: dict[str, list[str]] = defaultdict(list)
     for path in train:
         if path in facts:
-            train_by_sha[facts[path].sha].append(path)
+            train_by_digest[facts[path].digest].append(path)
     for path in valid:
         if path in overlapping or path not in facts:
             continue
-        same = train_by_sha.get(facts[path].sha)
+        same = train_by_digest.get(facts[path].digest)
         if same:
             overlapping.add(path)
             out.append(
@@ -102,7 +102,7 @@ def overlap_findings(
         groups: dict[str, list[str]] = defaultdict(list)
         for path in members:
             if path in facts and facts[path].problem != "empty":
-                groups[facts[path].sha].append(path)
+                groups[facts[path].digest].append(path)
         for paths in groups.values():
             # One finding per extra copy: each is a file to delete, the first one stays.
             out.extend(
@@ -161,7 +161,7 @@ def _near_duplicates(
         # at once, leaves it a few pairs per image instead of dozens (flat images hash alike).
         shift = np.abs(colours[near] - np.array(f.colour, dtype=np.int16)).max(axis=1, initial=0)
         close: list[int] = near[shift <= COLOUR_TOLERANCE].tolist()
-        close = [i for i in close if hashed[i][1].sha != f.sha]  # exact copies: found above
+        close = [i for i in close if hashed[i][1].digest != f.digest]  # exact copies: found above
         best: tuple[float, str] | None = None
         # In train-list order, so that of equally similar images the first one is named.
         for i, sim in zip(close, similarities(f, [hashed[i][1] for i in close]), strict=True):
