@@ -62,7 +62,7 @@ def band_index(
         best: tuple[float, str] | None = None
         for i in sorted(i for i in found if (f.dhash ^ hashed[i][1].dhash).bit_count() <= bits):
             name, g = hashed[i]
-            if g.sha == f.sha:
+            if g.digest == f.digest:
                 continue
             sim = similarity(f, g)
             if sim >= splits.NEAR_DUP_SIMILARITY and (best is None or sim > best[0]):

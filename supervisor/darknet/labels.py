@@ -73,7 +73,7 @@ def label_path(image_path: str, flavour: Flavour) -> str:
     if flavour == "pjreddie":
         out = image_path
         for orig, rep in _PJREDDIE_STEPS:
-            out = _find_replace(out, orig, rep)
+            out = out.replace(orig, rep, 1)  # `_find_replace`, inlined: once per listed image
         return out
     if flavour == "alexeyab":
         out = image_path

@@ -71,7 +71,7 @@ class FactCache:
             hits = [
                 (path, facts)
                 for path, size, mtime_ns, facts in self._db.execute(query, batch)
-                if (size, mtime_ns) == keys[path]
+                if keys[path] == (size, mtime_ns)
             ]
             # One JSON document for the whole batch: json.loads costs ~5 µs a call before it
             # reads a byte.

@@ -74,20 +74,9 @@ class ImageFacts(NamedTuple):
 
     @classmethod
     def from_json(cls, v: list[Any]) -> ImageFacts:
-        return cls(
-            int(v[0]),
-            v[1],
-            str(v[2]),
-            v[3],
-            v[4],
-            int(v[5]),
-            int(v[6]),
-            str(v[7]),
-            int(v[8]),
-            base64.b64decode(v[9]),
-            (int(v[10][0]), int(v[10][1]), int(v[10][2])),
-            bool(v[11]),
-        )
+        """The facts `to_json` gave (the cache's version number guards the shape)."""
+        thumb = base64.b64decode(v[9]) if v[9] else b""
+        return cls._make((*v[:9], thumb, tuple(v[10]), v[11]))
 
 
 def inspect_image(path: str, decode: bool = True) -> ImageFacts:

@@ -50,11 +50,12 @@ class LabelFacts(NamedTuple):
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> LabelFacts:
+        """The facts `to_json` gave (the cache's version number guards the shape)."""
         return cls(
-            tuple((int(r[0]), int(r[1]), r[2], r[3], r[4], r[5]) for r in v["r"]),
-            tuple((int(b[0]), str(b[1]), str(b[2])) for b in v["b"]),
-            tuple((int(d[0]), int(d[1])) for d in v["d"]),
-            bool(v["bom"]),
+            tuple(map(tuple, v["r"])),
+            tuple(map(tuple, v["b"])),
+            tuple(map(tuple, v["d"])),
+            v["bom"],
         )
 
 
