@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 from pathlib import Path
@@ -357,7 +358,10 @@ def test_pjreddie_trains_with_prepared_files(tmp_path: Path, darknet_bin: str) -
     done = subprocess.run(argv, cwd=job.run, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=120, check=False, env={**os.environ, "LC_ALL": "C"})  # fmt: skip
     out = (done.stdout + done.stderr).decode(errors="replace")
-    assert done.returncode == 0, out[-2000:]
+    # This Debian build sometimes dies by SIGSEGV right after writing _final, even with
+    # batch=8 (seen in CI); the runner takes a complete _final as finished, and so does this
+    # test: the checks below prove the file is whole.
+    assert done.returncode in (0, -signal.SIGSEGV), out[-2000:]
 
     final = job.backup / weights_names("pjreddie", job.base).final
     assert final.name == "tiny_final.weights"  # base cut at the first '.'
