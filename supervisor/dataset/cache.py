@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,9 +73,13 @@ class FactCache:
                 for path, size, mtime_ns, facts in self._db.execute(query, batch)
                 if keys[path] == (size, mtime_ns)
             ]
-            # One JSON document for the whole batch: json.loads costs ~5 µs a call before it
-            # reads a byte.
-            values = json.loads("[" + ",".join(facts for _, facts in hits) + "]")
+            try:
+                # One JSON document for the whole batch: json.loads costs ~5 µs a call before
+                # it reads a byte.
+                values = json.loads("[" + ",".join(facts for _, facts in hits) + "]")
+            except ValueError:  # a damaged entry: keep the others, inspect that file again
+                found.update(_readable(hits))
+                continue
             found.update(zip((path for path, _ in hits), values, strict=True))
         return found
 
@@ -89,6 +93,14 @@ class FactCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _readable(hits: list[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
+    for path, facts in hits:
+        try:
+            yield path, json.loads(facts)
+        except ValueError:
+            continue
 
 
 def open_cache(cache_dir: Path | None) -> tuple[FactCache | None, str | None]:
