@@ -83,6 +83,9 @@ PLAIN: dict[str, Callable[[], bytes]] = {
     "jpeg progressive optimized": lambda: _saved("RGB", "JPEG", progressive=True, optimize=True),
     "jpeg 4:4:4 quality 10": lambda: _saved("RGB", "JPEG", subsampling=0, quality=10),
     "jpeg dpi, comment": lambda: _saved("RGB", "JPEG", dpi=(300, 300), comment=b"made here"),
+    "jpeg DRI, DNL-free extra segments": lambda: (
+        _JPEG[:2] + b"\xff\xdd\x00\x04\x00\x00" + _JPEG[2:]
+    ),
     "jpeg exif": lambda: _saved("RGB", "JPEG", exif=_exif()),
     "jpeg icc profile": lambda: _saved("RGB", "JPEG", icc_profile=_icc()),
     "jpeg restart markers": lambda: _saved("RGB", "JPEG", restart_marker_blocks=2),
@@ -153,6 +156,8 @@ UNUSUAL: dict[str, Callable[[], bytes]] = {
     "jpeg cut inside its header": lambda: _JPEG[:200],
     "jpeg junk between segments": lambda: _JPEG[:2] + b"\0" + _JPEG[2:],
     "jpeg short JFIF segment": lambda: b"\xff\xd8\xff\xe0\x00\x06JFIF" + _JPEG[20:],
+    "jpeg JPG0 extension segment": lambda: _JPEG[:2] + b"\xff\xf0\x00\x04ab" + _JPEG[2:],
+    "jpeg DHP segment": lambda: _JPEG[:2] + b"\xff\xde\x00\x04ab" + _JPEG[2:],
     "png transparency": lambda: _saved("P", "PNG", transparency=0),
     "png text": lambda: _png(8, 2, extra=_chunk(b"tEXt", b"Software\0me")),
     "png icc profile": lambda: _saved("RGB", "PNG", icc_profile=_icc()),

@@ -49,8 +49,9 @@ _PNG_HANDLED = frozenset(
 
 _JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-# Markers whose segment Pillow reads and skips (or reads into `info`, which cannot fail).
-_JPEG_SKIPPED = frozenset({0xC4, 0xCC, 0xDC, 0xDD, 0xDE, 0xDF, 0xFE, *range(0xF0, 0xFE)})
+# Markers whose segment Pillow reads and skips (its `Skip` and `COM` handlers). Pillow reads
+# no length after the JPGn extensions (F0–FD) and refuses DHP (DE): those go to Pillow.
+_JPEG_SKIPPED = frozenset({0xC4, 0xCC, 0xDC, 0xDD, 0xDF, 0xFE})
 
 
 @dataclass(frozen=True, slots=True)
