@@ -318,3 +318,35 @@ def test_a_damaged_cache_entry_is_a_miss_and_the_others_still_answer(tmp_path: P
     found = cache.get_many("images", keys)
     cache.close()
     assert found == {p: [k[0]] for p, k in keys.items() if p != "/d/2.jpg"}
+
+
+@pytest.mark.parametrize(
+    "name", ["jpeg rgb", "jpeg progressive optimized", "png dpi", "png palette"]
+)
+def test_randomly_damaged_headers_get_pillows_answer_or_none(name: str) -> None:
+    """Bytes of the header region overwritten at random: wherever read_header still answers
+    (after the PNG chunk CRCs, which inspect_image checks first), Pillow gives the same."""
+    from supervisor.dataset.images import png_damage
+
+    base = PLAIN[name]()
+    jpeg = name.startswith("jpeg")
+    end = base.index(b"\xff\xda" if jpeg else b"IDAT") + 4
+    rng = random.Random(name)
+    answered = 0
+    for _ in range(1500):
+        data = bytearray(base)
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            data[rng.randrange(2, end)] = rng.choice([0, 0xFF, rng.randrange(256)])
+        damaged = bytes(data)
+        if not jpeg and png_damage(damaged) is not None:
+            continue
+        header = read_header(damaged)
+        if header is None:
+            continue
+        answered += 1
+        try:
+            pillow: object = _pillow(damaged)
+        except Exception as e:  # Pillow refused a file the reader answered for
+            pillow = repr(e)
+        assert (header.format, header.mode, header.width, header.height) == pillow
+    assert answered > 50

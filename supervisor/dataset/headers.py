@@ -66,7 +66,8 @@ def read_header(data: bytes) -> Header | None:
     """The header of a plain JPEG or PNG, or None: then ask Pillow (see the module docstring).
 
     None also for an image over Pillow's decompression-bomb limit, so that Pillow's own
-    warning or error reports it.
+    warning or error reports it. Chunk CRCs are not checked here: a PNG must have passed
+    `images.png_damage` first (Pillow refuses a header chunk with a bad CRC).
     """
     if data.startswith(b"\xff\xd8\xff"):
         header = _jpeg(data)
