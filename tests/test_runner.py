@@ -253,7 +253,10 @@ def test_missing_backup_dir_is_a_failure(shapes: Path, tmp_path: Path) -> None:
     result = run_job(path, tmp_path / "run", during)
     assert removed
     assert result.status == "failed"
-    assert result.report["exit"]["returncode"] == 0
+    # pjreddie's file_error calls exit(0) while its loader thread runs: usually status 0, but
+    # the thread can crash during exit (SIGSEGV, seen with a missing label file).
+    ended = result.report["exit"]
+    assert ended["returncode"] == 0 or ended["signal"] == "SIGSEGV"
     assert "Couldn't open file" in result.report["cause"] and "backup" in result.report["cause"]
 
 
