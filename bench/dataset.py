@@ -42,10 +42,11 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from supervisor.dataset import images  # noqa: E402
+from supervisor.dataset.cache import dumps  # noqa: E402
 from supervisor.dataset.check import check_dataset  # noqa: E402
 from supervisor.dataset.headers import read_header  # noqa: E402
 from supervisor.dataset.labels_check import inspect_label  # noqa: E402
-from supervisor.dataset.scan import _dumps, _work  # noqa: E402
+from supervisor.dataset.scan import _work  # noqa: E402
 from supervisor.dataset.synth import make_shapes_dataset  # noqa: E402
 
 VENV = ROOT / "bench" / ".venv-ultralytics"
@@ -208,7 +209,7 @@ def stages(paths: list[str]) -> None:
             "reduce to 64-127 px": best(images._small_rgb, decoded),
             "dHash, thumbnail, colour": best(images._hashes, small),
             "label file read + parse": best(lambda p: inspect_label(p[:-4] + ".txt"), some),
-            "cache JSON": best(lambda f: _dumps(f.to_json()), facts),
+            "cache entry": best(dumps, facts),
         }
         whole = best(lambda p: _work([(p, p[:-4] + ".txt")]), some)
         fast = best(lambda p: _work([(p, p[:-4] + ".txt")], False), some)

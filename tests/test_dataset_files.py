@@ -309,15 +309,16 @@ def test_a_damaged_exif_block_does_not_hide_the_size() -> None:
 
 
 def test_a_damaged_cache_entry_is_a_miss_and_the_others_still_answer(tmp_path: Path) -> None:
-    from supervisor.dataset.cache import FactCache
+    from supervisor.dataset.cache import FactCache, dumps
 
     cache = FactCache(tmp_path / "c.sqlite3")
     keys = {f"/d/{i}.jpg": (i, i) for i in range(5)}
-    cache.put_many("images", [(p, k, f"[{k[0]}]") for p, k in keys.items()])
-    cache.put_many("images", [("/d/2.jpg", (2, 2), '[2, "cut')])  # e.g. a bad disk block
+    cache.put_many("images", [(p, k, dumps((k[0], "x"))) for p, k in keys.items()])
+    cut = dumps((2, "x" * 40))[:-9]  # e.g. a bad disk block
+    cache.put_many("images", [("/d/2.jpg", (2, 2), cut)])
     found = cache.get_many("images", keys)
     cache.close()
-    assert found == {p: [k[0]] for p, k in keys.items() if p != "/d/2.jpg"}
+    assert found == {p: (k[0], "x") for p, k in keys.items() if p != "/d/2.jpg"}
 
 
 @pytest.mark.parametrize(

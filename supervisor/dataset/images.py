@@ -14,12 +14,11 @@ decode, and one integer `reduce` makes the thumbnail.
 
 from __future__ import annotations
 
-import base64
 import io
 import warnings
 import zlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
@@ -55,28 +54,6 @@ class ImageFacts(NamedTuple):
     # False: a fast check read only the header, so whether the pixels decode and the hashes
     # (dhash, thumb, colour) are unknown; a full check must inspect the file again.
     decoded: bool = True
-
-    def to_json(self) -> list[Any]:
-        return [
-            self.size,
-            self.problem,
-            self.detail,
-            self.format,
-            self.mode,
-            self.width,
-            self.height,
-            self.digest,
-            self.dhash,
-            base64.b64encode(self.thumb).decode("ascii"),
-            list(self.colour),
-            self.decoded,
-        ]
-
-    @classmethod
-    def from_json(cls, v: list[Any]) -> ImageFacts:
-        """The facts `to_json` gave (the cache's version number guards the shape)."""
-        thumb = base64.b64decode(v[9]) if v[9] else b""
-        return cls._make((*v[:9], thumb, tuple(v[10]), v[11]))
 
 
 def inspect_image(path: str, decode: bool = True) -> ImageFacts:

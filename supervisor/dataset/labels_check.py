@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from supervisor.dataset.findings import Finding, finding
 from supervisor.dataset.reading import read_bytes
@@ -39,24 +39,6 @@ class LabelFacts(NamedTuple):
     bad: tuple[tuple[int, str, str], ...]  # (line, code, the line's text)
     dups: tuple[tuple[int, int], ...]  # (line, line it repeats)
     bom: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "r": [list(r) for r in self.rows],
-            "b": [list(b) for b in self.bad],
-            "d": [list(d) for d in self.dups],
-            "bom": self.bom,
-        }
-
-    @classmethod
-    def from_json(cls, v: dict[str, Any]) -> LabelFacts:
-        """The facts `to_json` gave (the cache's version number guards the shape)."""
-        return cls(
-            tuple(map(tuple, v["r"])),
-            tuple(map(tuple, v["b"])),
-            tuple(map(tuple, v["d"])),
-            v["bom"],
-        )
 
 
 def inspect_label(path: str) -> LabelFacts:

@@ -7,7 +7,6 @@ duplicates, splits) is done afterwards from these facts in the calling process.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -15,15 +14,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.dataset.cache import FactCache, Key
+from supervisor.dataset.cache import FactCache, Key, dumps
 from supervisor.dataset.images import ImageFacts, inspect_image
 from supervisor.dataset.labels_check import LabelFacts, inspect_label
 
 Progress = Callable[[int, int], None]
 # Below this many files to inspect a pool costs more than it saves (start-up ~50 ms).
 _INLINE_LIMIT = 64
-# (path, facts, facts as cache JSON text or None) for the image and for its label file.
-Result = tuple[str | None, Any, str | None, str | None, Any, str | None]
+# (path, facts, the cache entry or None) for the image and for its label file.
+Result = tuple[str | None, Any, bytes | None, str | None, Any, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +66,20 @@ def scan(
     if cache is not None:
         present = {p: k for p, k in image_keys.items() if k is not None}
         for p, v in cache.get_many("images", present).items():
-            facts = ImageFacts.from_json(v)
+            try:
+                facts = ImageFacts._make(v)
+            except TypeError:  # an entry of another shape: inspect the file again
+                continue
             if decode and not facts.decoded:
                 continue  # a fast check's entry lacks what a full check needs: inspect again
             images[p] = facts
             hits += 1
         present_l = {p: k for p, k in label_keys.items() if k is not None}
         for p, v in cache.get_many("labels", present_l).items():
-            labels[p] = LabelFacts.from_json(v)
+            try:
+                labels[p] = LabelFacts._make(v)
+            except TypeError:
+                continue
 
     todo: list[tuple[str | None, str | None]] = []
     for img, lbl in pairs:
@@ -87,22 +92,22 @@ def scan(
         progress(done, total)
 
     n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    new_images: list[tuple[str, Key, str]] = []
-    new_labels: list[tuple[str, Key, str]] = []
+    new_images: list[tuple[str, Key, bytes]] = []
+    new_labels: list[tuple[str, Key, bytes]] = []
 
     def take(results: list[Result]) -> None:
         nonlocal done
-        for img, ifacts, ijson, lbl, lfacts, ljson in results:
+        for img, ifacts, ientry, lbl, lfacts, lentry in results:
             if img is not None:
                 images[img] = ifacts
                 key = image_keys[img]
-                if ijson is not None and key is not None:
-                    new_images.append((img, key, ijson))
+                if ientry is not None and key is not None:
+                    new_images.append((img, key, ientry))
             if lbl is not None:
                 labels[lbl] = lfacts
                 key = label_keys[lbl]
-                if ljson is not None and key is not None:
-                    new_labels.append((lbl, key, ljson))
+                if lentry is not None and key is not None:
+                    new_labels.append((lbl, key, lentry))
         done += len(results)
         if progress is not None:
             progress(done, total)
@@ -161,27 +166,23 @@ def _run(
 
 
 def _work(chunk: list[tuple[str | None, str | None]], decode: bool = True) -> list[Result]:
-    """Inspect a chunk; the cache's JSON text is made here, in parallel, not in the parent."""
+    """Inspect a chunk; the cache entries are made here, in parallel, not in the parent."""
     out: list[Result] = []
     for img, lbl in chunk:
         ifacts: ImageFacts | Unreadable | None = None
         lfacts: LabelFacts | Unreadable | None = None
-        ijson = ljson = None
+        ientry = lentry = None
         if img is not None:
             try:
                 ifacts = inspect_image(img, decode)
-                ijson = _dumps(ifacts.to_json())
+                ientry = dumps(ifacts)
             except OSError as e:
                 ifacts = Unreadable(e.strerror or str(e))
         if lbl is not None:
             try:
                 lfacts = inspect_label(lbl)
-                ljson = _dumps(lfacts.to_json())
+                lentry = dumps(lfacts)
             except OSError as e:
                 lfacts = Unreadable(e.strerror or str(e))
-        out.append((img, ifacts, ijson, lbl, lfacts, ljson))
+        out.append((img, ifacts, ientry, lbl, lfacts, lentry))
     return out
-
-
-# One encoder for every file: `json.dumps` with options builds a new one per call (~5 µs).
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
