@@ -9,13 +9,14 @@ lists. Timed: `splits._near_duplicates` (the checker's search: every valid dHash
 train dHash with numpy, colour filter, thumbnail correlation on the survivors) and, as the
 baseline, the pure-Python band index the checker used before (multi-index hashing: the 64 bits
 in NEAR_DUP_BITS + 1 bands, candidates from exact band matches, Python Hamming test and
-`similarity` per candidate), kept here only for this comparison. Both must report the same
+the likeness per candidate in Python), kept here only for this comparison. Both must report the same
 findings; the script checks that and prints the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -28,11 +29,35 @@ sys.path.insert(0, str(ROOT))
 from supervisor.dataset import splits  # noqa: E402
 from supervisor.dataset.cache import open_cache  # noqa: E402
 from supervisor.dataset.findings import Finding, finding  # noqa: E402
-from supervisor.dataset.images import ImageFacts, similarity  # noqa: E402
+from supervisor.dataset.images import (  # noqa: E402
+    COLOUR_TOLERANCE,
+    FLAT_COLOUR_TOLERANCE,
+    ImageFacts,
+)
 from supervisor.dataset.scan import scan  # noqa: E402
 from supervisor.dataset.synth import make_shapes_dataset  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
+
+
+def python_similarity(a: ImageFacts, b: ImageFacts) -> float:
+    """The previous per-pair likeness in pure Python (now `images.similarities`), the baseline."""
+    if not a.thumb or len(a.thumb) != len(b.thumb):
+        return 0.0
+    shift = max(abs(x - y) for x, y in zip(a.colour, b.colour, strict=True))
+    if shift > COLOUR_TOLERANCE:
+        return 0.0
+    n = len(a.thumb)
+    ma, mb = sum(a.thumb) / n, sum(b.thumb) / n
+    va = sum((x - ma) ** 2 for x in a.thumb)
+    vb = sum((y - mb) ** 2 for y in b.thumb)
+    flat = 2.25 * n
+    if va < flat or vb < flat:
+        if va >= flat or vb >= flat:
+            return 0.0
+        return max(0.0, 1.0 - shift / FLAT_COLOUR_TOLERANCE)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a.thumb, b.thumb, strict=True))
+    return cov / math.sqrt(va * vb)
 
 
 def band_index(
@@ -64,7 +89,7 @@ def band_index(
             name, g = hashed[i]
             if g.digest == f.digest:
                 continue
-            sim = similarity(f, g)
+            sim = python_similarity(f, g)
             if sim >= splits.NEAR_DUP_SIMILARITY and (best is None or sim > best[0]):
                 best = (sim, name)
         if best is not None:

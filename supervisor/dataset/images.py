@@ -206,11 +206,6 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def similarity(a: ImageFacts, b: ImageFacts) -> float:
-    """Likeness of two decoded images in [0, 1] (see `similarities`)."""
-    return similarities(a, [b])[0]
-
-
 def similarities(a: ImageFacts, others: Sequence[ImageFacts]) -> list[float]:
     """Likeness of `a` to each of `others`, in [0, 1], from the thumbnails' detail and colour.
 

@@ -17,7 +17,7 @@ from supervisor.dataset.images import COLOUR_TOLERANCE, ImageFacts, similarities
 from supervisor.dataset.lists import Entry
 
 NEAR_DUP_BITS = 5  # dHash Hamming distance of a near-duplicate candidate (of 64 bits)
-NEAR_DUP_SIMILARITY = 0.9  # likeness that confirms a candidate (images.similarity)
+NEAR_DUP_SIMILARITY = 0.9  # likeness that confirms a candidate (images.similarities)
 VALID_MIN_SHARE = 0.10  # below this share of all images the validation mAP is mostly noise
 VALID_MIN_OBJECTS = 10  # fewer validation objects of a class: its AP moves in big steps
 IMBALANCE_RATIO = 10.0  # most / least frequent class in train
@@ -157,7 +157,7 @@ def _near_duplicates(
         if path in skip or f is None or not f.thumb:
             continue
         near = np.flatnonzero(np.bitwise_count(table ^ np.uint64(f.dhash)) <= NEAR_DUP_BITS)
-        # `similarity` rejects a colour shift first; doing that here too, for all candidates
+        # `similarities` also rejects a colour shift; doing it here first, for all candidates
         # at once, leaves it a few pairs per image instead of dozens (flat images hash alike).
         shift = np.abs(colours[near] - np.array(f.colour, dtype=np.int16)).max(axis=1, initial=0)
         close: list[int] = near[shift <= COLOUR_TOLERANCE].tolist()
