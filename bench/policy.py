@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from supervisor.analyze import analyze_log  # noqa: E402
-from supervisor.jobpolicy import policy_for  # noqa: E402
+from supervisor.darknet.analyze import analyze_log  # noqa: E402
+from supervisor.runtime.jobpolicy import policy_for  # noqa: E402
 from supervisor.training.policy import Policy  # noqa: E402
 
 

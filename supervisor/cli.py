@@ -54,8 +54,8 @@ def analyze(
     log: Path, as_json: bool, flavour: str | None, job: Path | None, cfg: Path | None
 ) -> None:
     """Replay a darknet training LOG: the curve, where the policy stops and why, what it keeps."""
-    from supervisor.analyze import analyze_log, format_analysis
-    from supervisor.jobpolicy import policy_for, schedule_from_cfg
+    from supervisor.darknet.analyze import analyze_log, format_analysis
+    from supervisor.runtime.jobpolicy import policy_for, schedule_from_cfg
 
     policy = policy_for(_load_spec(job)) if job else policy_for(None)
     schedule = schedule_from_cfg(cfg) if cfg else None
@@ -130,7 +130,7 @@ def check(
     2 errors). `trainsup check --data obj.data --cfg yolo.cfg` checks a dataset alone."""
     from supervisor.dataset.check import check_dataset
     from supervisor.dataset.render import format_report
-    from supervisor.preflight import check_job, spec_findings
+    from supervisor.runtime.preflight import check_job, spec_findings
     from supervisor.spec import SpecError, load_spec
 
     if (job is None) == (data is None):
@@ -185,7 +185,7 @@ def _preflight(spec: Any, mode: str) -> bool:
     if mode == "off":
         return True
     from supervisor.dataset.render import format_report
-    from supervisor.preflight import check_job
+    from supervisor.runtime.preflight import check_job
 
     report = check_job(spec, _progress_printer("pre-flight: checking images"))
     errors = report.exit_status() == 2
@@ -310,7 +310,7 @@ def run(job: Path, workdir: Path | None, binary: str | None, preflight: str) -> 
 @click.option("--seed", default=0, show_default=True, help="Dataset generator seed.")
 def demo(root: Path, seed: int) -> None:
     """Generate a small shapes dataset and train it under the supervisor (~5 min on 2 cores)."""
-    from supervisor.demo import make_demo
+    from supervisor.dataset.demo import make_demo
 
     d = make_demo(root, seed=seed)
     click.echo(

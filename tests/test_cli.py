@@ -114,7 +114,7 @@ def test_schema_is_json_schema_for_the_job_file() -> None:
 
 @pytest.fixture()
 def demo_dir(tmp_path: Path) -> Path:
-    from supervisor.demo import make_demo
+    from supervisor.dataset.demo import make_demo
 
     make_demo(tmp_path / "demo", train=40, valid=12)
     return tmp_path / "demo"

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageEnhance, ImageFile
 
-from supervisor.dataset.check import CheckReport, check_dataset, format_report
+from supervisor.dataset.check import CheckReport, check_dataset
 from supervisor.dataset.findings import CODES
+from supervisor.dataset.render import format_report
 from supervisor.dataset.synth import ShapesDataset, make_shapes_dataset
 
 Key = tuple[str, str | None, int | None]  # code, file, line

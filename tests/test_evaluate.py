@@ -23,8 +23,8 @@ from supervisor.darknet.evaluate import (
     yolo_to_pixels,
 )
 from supervisor.darknet.labels import Box
+from supervisor.dataset.demo import write_demo_cfg
 from supervisor.dataset.synth import make_shapes_dataset
-from supervisor.demo import write_demo_cfg
 
 
 def det(image: str, score: float, box: Sequence[float], cls: int = 0) -> Detection:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.demo import demo_job, write_demo_cfg
+from supervisor.dataset.demo import demo_job, write_demo_cfg
 from supervisor.runtime.runner import JobResult, JobRunner, Progress, RunnerConfig
 from supervisor.spec import load_spec
 
@@ -268,8 +268,8 @@ STANDIN = Path(__file__).parent / "standins" / "alexeyab_replay.py"
 def test_alexeyab_live_run_decides_what_analyze_decides(
     shapes: Path, logs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from supervisor.analyze import analyze_log
-    from supervisor.jobpolicy import policy_for, schedule_from_cfg
+    from supervisor.darknet.analyze import analyze_log
+    from supervisor.runtime.jobpolicy import policy_for, schedule_from_cfg
 
     log = logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
     monkeypatch.setenv("TRAINSUP_REPLAY_LOG", str(log))

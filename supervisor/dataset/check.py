@@ -3,7 +3,7 @@
 `check_dataset(data, cfg)` reads the `.data` file, its image lists, every image and the label
 file darknet would open for it (by the flavour's own rule), and the `.cfg`, and returns a
 `CheckReport`: a summary of the dataset and a list of `Finding`s, each with a stable code,
-file, line, message and fix. `format_report` renders it for people, `to_json` for machines
+file, line, message and fix. `render.format_report` renders it for people, `to_json` for machines
 (schema: docs/dataset-check.md). Per-file work runs in parallel processes and is cached by
 (path, size, mtime_ns), so re-checking an unchanged dataset only stats its files. The fast
 check (`decode=False`) reads image headers instead of decoding pixels.
@@ -25,7 +25,6 @@ from supervisor.dataset.findings import SEVERITIES, Finding, Severity, finding
 from supervisor.dataset.images import ImageFacts
 from supervisor.dataset.labels_check import LabelFacts, label_findings
 from supervisor.dataset.lists import Entry, read_list
-from supervisor.dataset.render import format_report
 from supervisor.dataset.scan import ScanResult, scan
 from supervisor.dataset.splits import SplitCounts, balance_findings, overlap_findings
 from supervisor.training.events import Flavour
@@ -36,7 +35,6 @@ __all__ = [
     "SplitSummary",
     "Summary",
     "check_dataset",
-    "format_report",
 ]
 
 

@@ -35,9 +35,9 @@ from supervisor.darknet.command import (
 from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
 from supervisor.darknet.jobfiles import prepare_job_files
 from supervisor.darknet.logparse import LogParser
-from supervisor.jobpolicy import policy_for, schedule_of
 from supervisor.runtime import launch
 from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
+from supervisor.runtime.jobpolicy import policy_for, schedule_of
 from supervisor.runtime.tail import LogTail
 from supervisor.spec import JobSpec, redacted_yaml
 from supervisor.training.diagnose import gpu_advice
