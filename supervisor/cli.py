@@ -369,14 +369,15 @@ def evaluate(
     import tempfile
 
     from supervisor.darknet.cfg import Cfg, CfgError
-    from supervisor.darknet.command import WeightsError, read_weights_header
     from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
+    from supervisor.darknet.weights import WeightsError, read_weights_header
     from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
 
     try:
         exe = resolve_binary(binary)
         fl: Flavour = cast(Flavour, flavour) if flavour else detect_flavour(exe)
-        batch = Cfg.load(cfg).batch
+        net = Cfg.load(cfg)
+        batch, subdivisions = net.batch, net.subdivisions
     except (BinaryError, CfgError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -385,7 +386,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="trainsup-eval-") as work:
         for w in weights:
             try:
-                seen = read_weights_header(w).seen
+                header = read_weights_header(w)
                 res = asyncio.run(
                     evaluate_weights(
                         exe,
@@ -403,7 +404,7 @@ def evaluate(
                 continue
             row = {
                 "weights": str(w),
-                "iteration": seen // batch if batch else None,
+                "iteration": header.iteration(batch, subdivisions),
                 "map": res.map,
                 "iou_threshold": res.iou_threshold,
                 "average_iou": res.average_iou,

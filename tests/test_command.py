@@ -1,43 +1,37 @@
-"""Weights names and headers, and darknet argv per flavour."""
+"""Weights names and darknet argv per flavour."""
 
 from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from supervisor.darknet.cfg import Cfg
 from supervisor.darknet.command import (
     EXTRA_FLAGS,
     ArgvError,
-    WeightsError,
     classify_weights,
     is_final,
     iteration_from_weights_name,
-    iteration_of_weights,
     map_argv,
-    newest_weights,
     periodic_iterations,
-    read_weights_header,
     train_argv,
     valid_argv,
-    weights_complete,
     weights_names,
 )
 from supervisor.darknet.jobfiles import prepare_job_files
-
-
-def write_weights(path: Path, seen: int, *, version: tuple[int, int, int] = (0, 2, 0),
-                  body: int = 64) -> Path:  # fmt: skip
-    major, minor, revision = version
-    fmt = "<iiiQ" if major * 10 + minor >= 2 else "<iiiI"
-    path.write_bytes(struct.pack(fmt, major, minor, revision, seen) + b"\0" * body)
-    return path
-
+from supervisor.darknet.weights import (
+    expected_weights_size,
+    iteration_of_weights,
+    newest_weights,
+    read_weights_header,
+    weights_complete,
+)
+from tests.helpers import write_weights
 
 # -- names -----------------------------------------------------------------------------------
 
@@ -105,84 +99,6 @@ def test_iteration_from_name_and_is_final() -> None:
     assert iteration_from_weights_name("/x/obj_4000.weights") == 4000
     assert iteration_from_weights_name("/x/obj_last.weights") is None
     assert is_final("/x/obj_final.weights") and not is_final("/x/obj_best.weights")
-
-
-# -- header ----------------------------------------------------------------------------------
-
-
-def test_header_64_bit_seen(tmp_path: Path) -> None:
-    # pjreddie writes (0, 2, 0, seen) with a uint64 seen; seen = iteration × batch.
-    p = write_weights(tmp_path / "a.weights", 800, version=(0, 2, 0))
-    h = read_weights_header(p)
-    assert (h.major, h.minor, h.revision, h.seen, h.size) == (0, 2, 0, 800, 20)
-    assert iteration_of_weights(p, 8, "pjreddie") == 100
-    big = write_weights(tmp_path / "b.weights", 2**40, version=(0, 2, 5))
-    assert read_weights_header(big).seen == 2**40
-
-
-def test_header_32_bit_seen_for_old_versions(tmp_path: Path) -> None:
-    p = write_weights(tmp_path / "old.weights", 6400, version=(0, 1, 0))
-    h = read_weights_header(p)
-    assert (h.seen, h.size) == (6400, 16)
-    assert iteration_of_weights(p, 64, "alexeyab") == 100
-
-
-@pytest.mark.parametrize("length", [0, 7, 12, 19])
-def test_truncated_header_is_a_clear_error(tmp_path: Path, length: int) -> None:
-    p = tmp_path / "t.weights"
-    p.write_bytes(struct.pack("<iiiQ", 0, 2, 0, 100)[:length])
-    with pytest.raises(WeightsError, match=rf"{length} bytes, shorter than .*truncated"):
-        read_weights_header(p)
-    assert not weights_complete(p)
-
-
-def test_missing_weights(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="not found"):
-        read_weights_header(tmp_path / "none.weights")
-    assert not weights_complete(tmp_path / "none.weights")
-
-
-def test_weights_complete(tmp_path: Path) -> None:
-    p = write_weights(tmp_path / "a.weights", 100, body=40)
-    assert weights_complete(p)
-    assert weights_complete(p, expected_size=60)
-    assert not weights_complete(p, expected_size=80)  # still growing
-    header_only = write_weights(tmp_path / "h.weights", 100, body=0)
-    assert not weights_complete(header_only)
-
-
-def test_iteration_needs_positive_batch(tmp_path: Path) -> None:
-    p = write_weights(tmp_path / "a.weights", 100)
-    with pytest.raises(ValueError, match="batch"):
-        iteration_of_weights(p, 0, "pjreddie")
-
-
-def test_newest_weights_by_header(tmp_path: Path) -> None:
-    batch = 16
-    write_weights(tmp_path / "obj_1000.weights", 1000 * batch)
-    write_weights(tmp_path / "obj_last.weights", 1100 * batch)
-    write_weights(tmp_path / "obj_best.weights", 900 * batch)
-    write_weights(tmp_path / "other_last.weights", 5000 * batch)  # another cfg
-    write_weights(tmp_path / "obj.backup", 9000 * batch)  # pjreddie's name: not AlexeyAB's
-    newest = newest_weights(tmp_path, "alexeyab", "obj", batch)
-    assert newest is not None
-    assert (newest.path.name, newest.iteration) == ("obj_last.weights", 1100)
-
-    # _last half-written (darknet printed 'Saving weights' and is writing): the next best.
-    (tmp_path / "obj_last.weights").write_bytes(b"\0" * 10)
-    newest = newest_weights(tmp_path, "alexeyab", "obj", batch)
-    assert newest is not None and newest.path.name == "obj_1000.weights"
-
-    pj = newest_weights(tmp_path, "pjreddie", "obj", batch)
-    assert pj is not None and (pj.path.name, pj.iteration) == ("obj.backup", 9000)
-    assert newest_weights(tmp_path / "absent", "pjreddie", "obj", batch) is None
-
-
-def test_newest_weights_prefers_final_on_a_tie(tmp_path: Path) -> None:
-    write_weights(tmp_path / "obj_last.weights", 6000)
-    write_weights(tmp_path / "obj_final.weights", 6000)
-    newest = newest_weights(tmp_path, "hankai", "obj", 1)
-    assert newest is not None and newest.file.kind == "final"
 
 
 # -- argv ------------------------------------------------------------------------------------
@@ -368,6 +284,8 @@ def test_pjreddie_trains_with_prepared_files(tmp_path: Path, darknet_bin: str) -
     assert final.is_file(), out[-2000:]
     header = read_weights_header(final)
     assert (header.major, header.minor, header.revision) == (0, 2, 0)
-    assert iteration_of_weights(final, 8, "pjreddie") == 3  # max_batches
-    newest = newest_weights(job.backup, "pjreddie", job.base, 8)
-    assert newest is not None and newest.path == final and weights_complete(final, newest.size)
+    assert iteration_of_weights(final, 8, 1) == 3  # max_batches
+    size = expected_weights_size(Cfg.load(job.cfg))
+    assert size is not None and final.stat().st_size == size
+    newest = newest_weights(job.backup, "pjreddie", job.base, 8, 1, expected_size=size)
+    assert newest is not None and newest.path == final and weights_complete(final, size)

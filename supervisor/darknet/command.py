@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,24 +20,17 @@ __all__ = [
     "LAST_EVERY",
     "ArgvError",
     "FlagValue",
-    "SavedWeights",
-    "WeightsError",
     "WeightsFile",
-    "WeightsHeader",
     "WeightsKind",
     "WeightsNames",
     "classify_weights",
     "is_final",
     "iteration_from_weights_name",
-    "iteration_of_weights",
     "map_argv",
-    "newest_weights",
     "periodic_every",
     "periodic_iterations",
-    "read_weights_header",
     "train_argv",
     "valid_argv",
-    "weights_complete",
     "weights_names",
 ]
 
@@ -148,144 +140,6 @@ def iteration_from_weights_name(path: str | Path) -> int | None:
 def is_final(path: str | Path) -> bool:
     info = classify_weights(path)
     return info is not None and info.kind == "final"
-
-
-# -- weights header -----------------------------------------------------------------------
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used (missing, truncated, not darknet weights)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WeightsHeader:
-    """The header darknet writes first: version and `seen` (images trained on)."""
-
-    major: int
-    minor: int
-    revision: int
-    seen: int
-    size: int  # bytes of the header: 20 with a 64-bit seen, 16 with the old 32-bit one
-
-    def iteration(self, batch: int) -> int:
-        """`seen // batch` with the *current* cfg batch (darknet's get_current_batch)."""
-        if batch <= 0:
-            raise ValueError(f"batch must be ≥ 1, got {batch}")
-        return self.seen // batch
-
-
-def read_weights_header(path: str | Path) -> WeightsHeader:
-    """Read the header. darknet stores `seen` as uint64 when major*10+minor ≥ 2 (every
-    current flavour writes 0.2.x), as uint32 before (`load_weights_upto`)."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            head = f.read(20)
-    except FileNotFoundError:
-        raise WeightsError(f"{p}: weights file not found") from None
-    except OSError as e:
-        raise WeightsError(f"{p}: cannot read the weights file ({e.strerror})") from None
-    if len(head) < 12:
-        raise WeightsError(_truncated(p, len(head), 12))
-    major, minor, revision = struct.unpack("<iii", head[:12])
-    wide = major * 10 + minor >= 2
-    need = 20 if wide else 16
-    if len(head) < need:
-        raise WeightsError(_truncated(p, len(head), need))
-    (seen,) = struct.unpack("<Q" if wide else "<I", head[12:need])
-    return WeightsHeader(major, minor, revision, seen, need)
-
-
-def _truncated(p: Path, have: int, need: int) -> str:
-    return (
-        f"{p}: {have} bytes, shorter than a darknet weights header ({need} bytes). The file "
-        "is truncated or still being written (darknet prints 'Saving weights' before it "
-        "writes); wait for the save to finish or use an earlier save"
-    )
-
-
-def iteration_of_weights(path: str | Path, batch: int, flavour: Flavour) -> int:
-    """The iteration a weights file resumes at with cfg `batch`: seen // batch.
-
-    The same rule holds in all three flavours (facts §4: seen = iteration × batch, AlexeyAB
-    folding subdivisions back in); `flavour` is checked, not otherwise needed.
-    """
-    _check_flavour(flavour)
-    return read_weights_header(path).iteration(batch)
-
-
-def weights_complete(path: str | Path, expected_size: int | None = None) -> bool:
-    """True when the header reads, the file holds more than the header, and its size equals
-    `expected_size` when given.
-
-    All saves of one network have the same length, so pass the size of an earlier complete
-    save of the same cfg (or the size seen at a previous poll) to know the write finished.
-    """
-    try:
-        header = read_weights_header(path)
-        size = Path(path).stat().st_size
-    except (WeightsError, OSError):
-        return False
-    if size <= header.size:
-        return False
-    return expected_size is None or size == expected_size
-
-
-@dataclass(frozen=True, slots=True)
-class SavedWeights:
-    """A complete save found in a backup dir, with the iteration its header records."""
-
-    file: WeightsFile
-    iteration: int
-    size: int
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
-
-
-# On equal iterations prefer files darknet will not overwrite later.
-_KIND_RANK: Mapping[WeightsKind, int] = {"final": 4, "periodic": 3, "best": 2, "ema": 1, "last": 0}
-
-
-def newest_weights(
-    backup_dir: str | Path,
-    flavour: Flavour,
-    base: str,
-    batch: int,
-    *,
-    expected_size: int | None = None,
-) -> SavedWeights | None:
-    """The complete save of `base` with the highest iteration in `backup_dir` (by header).
-
-    Files whose header does not read (still being written, truncated) are skipped; so are
-    files of other cfg bases. `.backup` counts only for pjreddie, `_last` only for the forks.
-    """
-    _check_flavour(flavour)
-    names = weights_names(flavour, base)
-    best: SavedWeights | None = None
-    try:
-        entries = list(Path(backup_dir).iterdir())
-    except FileNotFoundError:
-        return None
-    for p in entries:
-        info = classify_weights(p, base)
-        if info is None or (info.kind == "last" and p.name != names.last):
-            continue
-        if not p.is_file() or not weights_complete(p, expected_size):
-            continue
-        try:
-            it = read_weights_header(p).iteration(batch)
-            size = p.stat().st_size
-        except (WeightsError, OSError):
-            continue
-        found = SavedWeights(info, it, size)
-        if best is None or (it, _KIND_RANK[info.kind]) > (
-            best.iteration,
-            _KIND_RANK[best.file.kind],
-        ):
-            best = found
-    return best
 
 
 # -- argv -----------------------------------------------------------------------------------

@@ -25,16 +25,11 @@ from typing import Any, Literal
 import structlog
 
 from supervisor.darknet.cfg import Cfg, cfg_hash
-from supervisor.darknet.command import (
-    ArgvError,
-    read_weights_header,
-    train_argv,
-    weights_complete,
-    weights_names,
-)
+from supervisor.darknet.command import ArgvError, train_argv, weights_names
 from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
 from supervisor.darknet.jobfiles import prepare_job_files
 from supervisor.darknet.logparse import LogParser
+from supervisor.darknet.weights import read_weights_header, weights_complete
 from supervisor.runtime import launch
 from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
@@ -366,7 +361,7 @@ class JobRunner:
             tmp.unlink(missing_ok=True)
             self._write("SnapshotFailed", {"iteration": save.iteration, "error": str(e)})
             return None
-        seen_it = header.seen // max(1, self.cfg.batch)
+        seen_it = header.iteration(self.cfg.batch, self.cfg.subdivisions)
         if seen_it != save.iteration:
             # darknet was already overwriting the file with a later save: not this iteration.
             self._write(
