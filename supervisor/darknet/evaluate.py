@@ -27,8 +27,11 @@ reads `comp4_det_test_<name>.txt` (facts §9) and the YOLO labels (`labels.label
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -433,18 +436,22 @@ def _tail(text: bytes, lines: int = 12) -> str:
 
 
 async def _run_valid(argv: list[str], cwd: Path, timeout_s: float | None) -> tuple[int, bytes]:
+    # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground group) is a graceful
+    # stop for the supervisor, and must not kill an evaluation half-way.
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,  # facts §5: some builds wait on stdin
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
     except (TimeoutError, asyncio.CancelledError):
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         raise
     assert proc.returncode is not None
@@ -519,10 +526,13 @@ async def evaluate_weights(
             f"`{' '.join(argv)}` failed ({how}); last lines of its output:\n{_tail(output)}\n"
             f"(work folder kept: {private})"
         )
-    truth, notes = _load_ground_truth(valid, base, flavour)
+    # Opening every valid image (sizes) and scoring take seconds on a large valid set: in a
+    # worker thread, since the daemon shares this event loop between jobs.
+    truth, notes = await asyncio.to_thread(_load_ground_truth, valid, base, flavour)
     try:
-        detections = read_detections(results, valid.names, truth)
-        result = compute_map(
+        detections = await asyncio.to_thread(read_detections, results, valid.names, truth)
+        result = await asyncio.to_thread(
+            compute_map,
             detections,
             truth,
             valid.names,
