@@ -34,6 +34,7 @@ __all__ = [
     "Section",
     "cfg_base",
     "cfg_hash",
+    "shown",
 ]
 
 CfgValue = int | float | str | Sequence[int | float]
@@ -45,6 +46,23 @@ _WS = re.compile(r"[ \t\r\n]")
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _BOM = "\ufeff"
+_SHOW = 80  # characters of a written line or value quoted in a message
+# No dataset has this many classes (yolo9000 has 9 418); a bigger classes= is a typo, and the
+# check's per-class counts would need memory in proportion.
+MAX_CLASSES = 100_000
+
+
+def shown(text: str) -> str:
+    """`text` for a message: at most `_SHOW` characters, cut with "…" (a binary file's line
+    or a pasted blob must not flood the terminal)."""
+    text = text.strip()
+    return text if len(text) <= _SHOW else text[: _SHOW - 1] + "…"
+
+
+def _quoted(text: str) -> str:
+    # repr first: a control byte becomes four characters, and those count towards the cap.
+    return shown(repr(text.strip()))
+
 
 _SECTION_ALIASES = {
     "network": "net",
@@ -134,7 +152,7 @@ def _classify(raw: str, *, first: bool, sections: bool, path: str | None, no: in
             raise CfgError(
                 path,
                 no,
-                f"section header {body.strip()!r} is malformed",
+                f"section header {_quoted(body)} is malformed",
                 "write it alone on its line as [name], e.g. [net] or [convolutional]; "
                 "put comments on their own line",
             )
@@ -144,19 +162,19 @@ def _classify(raw: str, *, first: bool, sections: bool, path: str | None, no: in
         raise CfgError(
             path,
             no,
-            f"line {body.strip()!r} is neither key=value, a [section] nor a comment",
+            f"line {_quoted(body)} is neither key=value, a [section] nor a comment",
             "write key=value, or start the line with # to make it a comment",
         )
     key = _WS.sub("", body[:eq])
     value = _WS.sub("", body[eq + 1 :])
     if not key:
-        raise CfgError(path, no, f"{body.strip()!r} has no key before '='", "write key=value")
+        raise CfgError(path, no, f"{_quoted(body)} has no key before '='", "write key=value")
     if not value:
         raise CfgError(
             path,
             no,
-            f"{key}= has no value (darknet ignores such a line)",
-            f"give {key} a value or delete the line",
+            f"{shown(key)}= has no value (darknet ignores such a line)",
+            f"give {shown(key)} a value or delete the line",
         )
     start = eq + 1
     while body[start] in " \t":
@@ -299,7 +317,7 @@ class Section:
         raise CfgError(
             self.path,
             opt.line,
-            f"{key}={opt.value} in [{self.name}] is not a whole number",
+            f"{key}={shown(opt.value)} in [{shown(self.name)}] is not a whole number",
             f"write a whole number, e.g. {key}={default if default > 0 else 1}",
         )
 
@@ -313,7 +331,7 @@ class Section:
         raise CfgError(
             self.path,
             opt.line,
-            f"{key}={opt.value} in [{self.name}] is not a number",
+            f"{key}={shown(opt.value)} in [{shown(self.name)}] is not a number",
             f"write a number, e.g. {key}={default!r}",
         )
 
@@ -333,7 +351,7 @@ class Section:
         raise CfgError(
             self.path,
             opt.line,
-            f"{key}={opt.value} in [{self.name}] is not a list of {what}",
+            f"{key}={shown(opt.value)} in [{shown(self.name)}] is not a list of {what}",
             f"write {what} separated by commas, e.g. {key}={example}",
         )
 
@@ -413,7 +431,7 @@ class Cfg(_LineFile):
                     raise CfgError(
                         self._where,
                         no,
-                        f"{info.name}= comes before any [section]",
+                        f"{shown(info.name)}= comes before any [section]",
                         "start the file with [net] and put this option under the section "
                         "it belongs to",
                     )
@@ -428,8 +446,8 @@ class Cfg(_LineFile):
             raise CfgError(
                 self._where,
                 sections[0].line,
-                f"the first section is [{sections[0].name}], darknet needs [net] or [network] "
-                "first (it stops with 'First section must be [net] or [network]')",
+                f"the first section is [{shown(sections[0].name)}], darknet needs [net] or "
+                "[network] first (it stops with 'First section must be [net] or [network]')",
                 "put the [net] section (batch, subdivisions, width, height, …) at the top",
             )
         self.sections = tuple(sections)
@@ -491,8 +509,8 @@ class Cfg(_LineFile):
             raise CfgError(
                 self._where,
                 opt.line,
-                f"policy={opt.value}: darknet reads the comment as part of the name and falls "
-                "back to a constant learning rate",
+                f"policy={shown(opt.value)}: darknet reads the comment as part of the name and "
+                "falls back to a constant learning rate",
                 "move the comment to its own line",
             )
         return opt.value
@@ -687,7 +705,15 @@ class DataFile(_LineFile):
             raise CfgError(
                 self._where,
                 opt.line,
-                f"classes={opt.value} is not a positive number",
+                f"classes={shown(opt.value)} is not a positive number",
+                "set classes to the number of lines in the names file",
+            )
+        if int(opt.value) > MAX_CLASSES:
+            raise CfgError(
+                self._where,
+                opt.line,
+                f"classes={shown(opt.value)} is more than {MAX_CLASSES}, more classes than any "
+                "dataset has (a typo?)",
                 "set classes to the number of lines in the names file",
             )
         return int(opt.value)
