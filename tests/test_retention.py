@@ -31,3 +31,10 @@ def test_top_k_ties_keep_the_earlier_and_invalid_is_never_best() -> None:
 def test_nothing_kept_when_nothing_asked() -> None:
     p = plan_retention([Snapshot(100, 0.5, True)], best=False, last=False)
     assert p.kept == set() and p.prune == (100,)
+
+
+def test_an_unscored_snapshot_is_never_pruned() -> None:
+    # The evaluation of 300 timed out: it may be the best, so it stays until scored.
+    snaps = [Snapshot(200, 0.4, True), Snapshot(300, unscored=True), Snapshot(400, 0.3, True)]
+    p = plan_retention(snaps, last=False)
+    assert p.best == snaps[0] and p.prune == (400,)

@@ -140,3 +140,37 @@ def _check_no_whitespace(path: Path, data_src: Path) -> None:
             "would look for a different path",
             "use a path without spaces (rename the folder, or point at a symlink without spaces)",
         )
+
+
+def existing_job_files(job_dir: str | Path, cfg_path: str | Path) -> JobFiles:
+    """The `JobFiles` of a job dir prepared before (`--attach`, the daemon's re-adoption):
+    read from its own copies, which may hold changes made since (a raised subdivisions)."""
+    job = Path(job_dir).absolute()
+    base = cfg_base(cfg_path)
+    cfg_out, data_out = job / f"{base}.cfg", job / "job.data"
+    for p in (cfg_out, data_out):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{p} is missing: {job} is not a prepared job dir (nothing to attach to)"
+            )
+    data = DataFile.load(data_out)
+
+    def path(key: str) -> Path | None:
+        opt = data.get(key)
+        return Path(opt.value) if opt is not None else None
+
+    train = path("train")
+    if train is None:
+        raise CfgError(data_out, None, "the job's .data copy has no train= line", "")
+    return JobFiles(
+        job_dir=job,
+        base=base,
+        cfg=cfg_out,
+        data=data_out,
+        backup=job / "backup",
+        results=job / "results",
+        run=job / "run",
+        train=train,
+        valid=path("valid"),
+        names=path("names"),
+    )

@@ -70,3 +70,8 @@ class Bus:
             except Exception as e:  # a listener's bug must not end the training
                 log.warning("listener dropped", listener=repr(listener), error=str(e))
                 self._listeners.remove((listener, essential))
+
+    def demote(self, listener: Listener) -> None:
+        """Make an essential listener optional (after its failure stopped the job once, the
+        graceful stop that follows must not fail on it again)."""
+        self._listeners = [(x, False if x is listener else e) for x, e in self._listeners]

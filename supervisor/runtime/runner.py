@@ -1,11 +1,21 @@
 """Supervise one training job: launch darknet, read its log, decide, evaluate, stop, keep weights.
 
-One asyncio task per job. The loop tails `darknet.log`, turns lines into events (the parser),
-folds them into the immutable history and asks the pure policy what to do. The runner only
-carries the decisions out: it copies completed saves into `snapshots/`, scores them with the
-supervisor's own evaluator when darknet prints no mAP, stops darknet gracefully after the next
-completed save (DESIGN "Decisions" 4), and finally applies the retention plan and writes
-`report.json`. Every event and decision goes to `events.jsonl`.
+One asyncio task per job, one loop: tail `darknet.log` → parser → events → immutable history →
+pure policy → decisions, carried out here. Everything the loop sees or decides is published on
+the job's bus as a record (`runtime/bus.py`); `events.jsonl`, the progress line, notifications
+and (later) the daemon's store listen. The pieces it ties together are tested alone: the
+snapshot store (`snapshots.py`), the end classification (`training/ending.py`, pure), the
+report (`report/report.py`).
+
+What never gets lost (DESIGN "Decisions" 1 and 4):
+- darknet always has a supervisor or was left on purpose: an internal error becomes a graceful
+  stop with its reason, cancellation a TERM of darknet's group; `--detach` leaves it running,
+  and `attach` picks it up again (same pid and start time, from the checkpointed log offset)
+  or resumes it from the newest complete weights.
+- a stop waits until no save is in progress; a save is complete when the file has the
+  network's size and its header the iteration it was saved at.
+- an evaluation runs in its own session with a timeout; a snapshot it has not scored is kept.
+- the job ends with its report whatever its evaluator did.
 """
 
 from __future__ import annotations
@@ -13,39 +23,45 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-from supervisor.darknet.cfg import Cfg, cfg_hash
+from supervisor.atomicio import json_safe, write_json_atomic, write_text_atomic
+from supervisor.darknet.cfg import Cfg, CfgError, cfg_hash
 from supervisor.darknet.command import ArgvError, train_argv, weights_names
 from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
-from supervisor.darknet.jobfiles import prepare_job_files
+from supervisor.darknet.jobfiles import existing_job_files, prepare_job_files
 from supervisor.darknet.logparse import LogParser
-from supervisor.darknet.weights import read_weights_header, weights_complete
+from supervisor.darknet.weights import (
+    WeightsError,
+    expected_weights_size,
+    newest_weights,
+    read_weights_header,
+    weights_complete,
+)
+from supervisor.report.report import build_report, write_report
 from supervisor.runtime import launch
 from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
+from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
-from supervisor.runtime.tail import LogTail
-from supervisor.spec import JobSpec, redacted_yaml
-from supervisor.training.diagnose import gpu_advice
-from supervisor.training.events import (
-    Event,
-    FatalError,
-    Flavour,
-    GpuError,
-    Iteration,
-    MapResult,
-    Tick,
-    WeightsSaved,
+from supervisor.runtime.records import (
+    EventsFile,
+    from_record,
+    is_parsed,
+    read_records,
+    rewrite_records,
+    to_record,
 )
+from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
+from supervisor.runtime.tail import LogTail
+from supervisor.spec import JobSpec, load_spec, redacted_yaml
+from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
+from supervisor.training.events import Event, Flavour, Iteration, MapResult, Tick, WeightsSaved
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Evaluate, Policy, Stop, pct
 from supervisor.training.retention import Snapshot, plan_retention
@@ -53,7 +69,15 @@ from supervisor.training.schedule import Schedule
 
 log = structlog.get_logger("trainsup.runner")
 
-Status = Literal["finished", "stopped", "failed", "killed", "cancelled"]
+__all__ = [
+    "JobResult",
+    "JobRunner",
+    "JobSetupError",
+    "Progress",
+    "RunnerConfig",
+    "Status",
+    "format_progress",
+]
 
 
 class JobSetupError(Exception):
@@ -90,7 +114,14 @@ class RunnerConfig:
         tick: seconds between clock ticks fed to the policy (time budgets).
         grace: seconds between TERM and KILL when stopping.
         save_wait: longest wait, in seconds, for the next save after a stop was decided;
-            None = three times the time darknet currently takes for 100 iterations, ≥ 60 s.
+            None = the time darknet takes for 150 iterations, within [30 s, 600 s] — and for a
+            time-budget stop at most 5 % of the budget (the report says how long it ran over).
+        checkpoint_every: seconds between checkpoints of the log offset in events.jsonl (what
+            `attach` resumes from; lines after the last one are read again).
+        first_eval_timeout: seconds the first evaluation may take; later ones get
+            max(eval_timeout_floor, 5 × the longest so far).
+        eval_timeout_floor: see above.
+        end_eval_wait: longest wait, in seconds, for pending evaluations once darknet ended.
         binary_override: run this binary whatever the spec says (tests, `trainsup demo`).
     """
 
@@ -98,6 +129,10 @@ class RunnerConfig:
     tick: float = 1.0
     grace: float = 10.0
     save_wait: float | None = None
+    checkpoint_every: float = 2.0
+    first_eval_timeout: float = 1800.0
+    eval_timeout_floor: float = 120.0
+    end_eval_wait: float = 3600.0
     binary_override: str | None = None
 
 
@@ -109,13 +144,16 @@ class JobResult:
 
 
 class JobRunner:
-    """Runs one job in `job_dir` (created and laid out as DESIGN "The job dir" says).
+    """Runs one job in `job_dir` (laid out as DESIGN "The job dir" says).
 
     Attributes:
         spec: the validated job.
         job_dir: where everything of the job lives.
         config: the runner's own knobs.
         on_progress: called after every iteration line and evaluation with a `Progress`.
+        attach: the job dir exists from an earlier run: adopt its darknet if it still runs,
+            else resume it from the newest complete weights (or record that it finished).
+        bus: where every record goes; subscribe listeners before `run()`.
     """
 
     def __init__(
@@ -124,46 +162,76 @@ class JobRunner:
         job_dir: Path,
         config: RunnerConfig | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        *,
+        attach: bool = False,
     ) -> None:
         self.spec = spec
         self.job_dir = job_dir.absolute()
         self.config = config or RunnerConfig()
         self.on_progress = on_progress
+        self.attach = attach
+        self.bus = Bus()
         self.history = History()
         self.stop_decision: Stop | None = None
         self._stop_requested_at: float | None = None
         self._kill_now = False
+        self._detach = False
         self._terminated = False
+        self._degraded = False
         self._pending_save: _Save | None = None
         self._last_complete: _Save | None = None
         self._evaluating: set[int] = set()
+        self._unscored: dict[int, str] = {}
         self._eval_queue: asyncio.Queue[tuple[int, Path]] = asyncio.Queue()
-        self._events_file: Any = None
+        self._eval_seconds: list[float] = []
         self._eval_errors: list[str] = []
+        self._internal_errors: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._launches: list[dict[str, Any]] = []
         self._rate: list[tuple[float, int]] = []  # (time, iteration) for it/s
+        self._last_checkpoint = 0.0
+        self._unwatched_end = False
+        self._stop_end: dict[str, Any] = {}
+
+    @classmethod
+    def for_job_dir(
+        cls,
+        job_dir: Path,
+        config: RunnerConfig | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> JobRunner:
+        """A runner that attaches to an existing job dir, with the spec recorded in it."""
+        spec_file = job_dir / "job.yaml"
+        if not spec_file.is_file():
+            raise JobSetupError(f"{job_dir} has no job.yaml: not a trainsup job dir")
+        return cls(load_spec(spec_file), job_dir, config, on_progress, attach=True)
 
     # --- public controls ---------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stopped by the user") -> None:
         """Graceful stop: end after the next completed save (nothing is lost)."""
-        if self.stop_decision is None:
-            self._decide_stop(Stop("user", reason, self.history.iteration, {}, ""))
+        self._decide_stop(Stop("user", reason, self.history.iteration, {}, ""))
 
     def request_kill(self) -> None:
         """Stop now, without waiting for a save (the newest completed save is still kept)."""
         self._kill_now = True
 
+    def request_detach(self) -> None:
+        """Stop supervising and leave darknet running (`attach` continues later)."""
+        self._detach = True
+
     # --- setup --------------------------------------------------------------------------------
 
-    def _prepare(self) -> None:
+    def _resolve(self) -> None:
+        """What can be refused without touching the disk is refused first."""
         spec = self.spec
-        # What can be refused without touching the disk is refused first.
+        where = f"{spec.name}: darknet.binary"
         try:
             self.binary = resolve_binary(self.config.binary_override or spec.darknet.binary)
             flavour = spec.darknet.flavour
             self.flavour: Flavour = detect_flavour(self.binary) if flavour == "auto" else flavour
         except BinaryError as e:
-            raise JobSetupError(str(e)) from None
+            raise JobSetupError(f"{where}: {e}") from None
         source = spec.evaluation.source
         if source == "auto":
             source = "supervisor" if self.flavour == "pjreddie" else "darknet"
@@ -176,11 +244,31 @@ class JobRunner:
                 "-map measures at 0.5: set evaluation.source: supervisor to score at "
                 f"{spec.evaluation.iou_threshold}, or use iou_threshold: 0.5"
             )
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        (self.job_dir / "job.yaml").write_text(redacted_yaml(spec))
-        self.files = prepare_job_files(self.job_dir, spec.darknet.data, spec.darknet.cfg)
-        self.cfg = Cfg.load(self.files.cfg)
-        self.schedule: Schedule = schedule_of(self.cfg)
+
+    def _prepare(self) -> None:
+        spec = self.spec
+        self._resolve()
+        if (self.job_dir / "events.jsonl").exists():
+            raise JobSetupError(
+                f"{self.job_dir} holds an earlier run (events.jsonl): continue it with "
+                f"`trainsup run --attach {self.job_dir}`, or choose another --workdir"
+            )
+        try:
+            self.files = prepare_job_files(self.job_dir, spec.darknet.data, spec.darknet.cfg)
+        except (CfgError, FileExistsError) as e:
+            raise JobSetupError(str(e)) from None
+        # Written after the job dir is known to be new: never over an earlier job's record.
+        write_text_atomic(self.job_dir / "job.yaml", redacted_yaml(spec))
+        self._load_cfg()
+
+    def _load_cfg(self) -> None:
+        spec = self.spec
+        try:
+            self.cfg = Cfg.load(self.files.cfg)
+            self.schedule: Schedule = schedule_of(self.cfg)
+            self.images_per_iteration = self.cfg.mini_batch * self.cfg.subdivisions
+        except CfgError as e:
+            raise JobSetupError(str(e)) from None
         self.cfg_hash = cfg_hash(self.files.cfg.read_text())
         if not self.own_eval and self.files.valid is None:
             raise JobSetupError(
@@ -191,106 +279,329 @@ class JobRunner:
         self.policy: Policy = policy_for(
             spec, evaluate_every=spec.evaluation.every if self.own_eval else None
         )
+        self.names = weights_names(self.flavour, self.files.base)
+        self.snapshots = SnapshotStore(
+            self.job_dir / "snapshots",
+            self.cfg.batch,
+            self.cfg.subdivisions,
+            expected_weights_size(self.cfg),
+        )
+        (self.job_dir / "kept").mkdir(exist_ok=True)
+
+    def _argv(self, weights: Path | None) -> list[str]:
         try:
-            self.argv = train_argv(
+            return train_argv(
                 self.binary,
                 self.flavour,
                 self.files.data,
                 self.files.cfg,
-                spec.darknet.weights,
-                gpus=spec.darknet.gpus,
+                weights,
+                gpus=self.spec.darknet.gpus,
                 map=not self.own_eval,
-                extra_args=spec.darknet.extra_args,
+                extra_args=self.spec.darknet.extra_args,
             )
         except ArgvError as e:
-            raise JobSetupError(str(e)) from None
-        self.names = weights_names(self.flavour, self.files.base)
-        for d in ("snapshots", "kept"):
-            (self.job_dir / d).mkdir(exist_ok=True)
+            raise JobSetupError(f"{self.spec.name}: {e}") from None
 
     # --- main loop ----------------------------------------------------------------------------
 
     async def run(self) -> JobResult:
-        self._prepare()
-        self._events_file = (self.job_dir / "events.jsonl").open("a", encoding="utf-8")
-        try:
-            return await self._run()
-        finally:
-            self._events_file.close()
-
-    async def _run(self) -> JobResult:
+        if self.attach:
+            self._resolve()
+            try:
+                self.files = existing_job_files(self.job_dir, self.spec.darknet.cfg)
+            except (OSError, CfgError) as e:
+                raise JobSetupError(str(e)) from None
+            self._load_cfg()
+        else:
+            self._prepare()
+            self.argv = self._argv(self.spec.darknet.weights)
         logfile = self.job_dir / "darknet.log"
-        tail = LogTail(logfile, offset=logfile.stat().st_size if logfile.exists() else 0)
-        parser = LogParser(self.flavour)
-        number = 1
+        self.tail = LogTail(logfile, offset=logfile.stat().st_size if logfile.exists() else 0)
+        self.parser = LogParser(self.flavour)
+        adopted = self._restore() if self.attach else None
+        self._events = EventsFile(self.job_dir / "events.jsonl")
+        self.bus.subscribe(self._events, essential=True)
+        try:
+            return await self._supervise(adopted)
+        finally:
+            self._events.close()
+
+    async def _supervise(self, adopted: launch.LaunchHandle | None) -> JobResult:
+        self._publish(
+            "JobStarted",
+            job=self.spec.name,
+            flavour=self.flavour,
+            argv=self.argv if adopted is None and not self.attach else None,
+            max_iterations=self.spec.budget.max_iterations or self.schedule.max_batches,
+            max_time_s=self.spec.budget.max_time,
+            gpus=list(self.spec.darknet.gpus),
+            attach=self.attach,
+        )
+        handle: launch.LaunchHandle
+        proc: Any = None
+        if adopted is not None:
+            handle = adopted
+        elif self.attach:
+            handle = self._handle_of_last_launch()
+        else:
+            handle, proc = self._launch(self.spec.darknet.weights, "start")
+        evaluator = asyncio.create_task(self._evaluate_loop())
+        try:
+            end = await self._until_end(handle, proc)
+        except asyncio.CancelledError:
+            await launch.terminate(handle, self.config.grace)
+            evaluator.cancel()
+            raise
+        # darknet is gone: complete what it saved, score what is due, then keep and report.
+        await self._after_darknet(end)
+        await self._drain_evaluations()
+        evaluator.cancel()
+        return self._finish(end)
+
+    async def _until_end(self, handle: launch.LaunchHandle, proc: Any) -> End:
+        """Watch launches until the job ends; relaunch where `classify_end` says so."""
+        while True:
+            try:
+                await self._watch(handle, proc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if self._on_internal_error(e, handle):
+                    continue
+                await launch.terminate(handle, self.config.grace)
+                self._terminated = True
+                await self._drain_log(handle, proc)
+            if self._detach and not self._terminated:
+                self._checkpoint(force=True)
+                return End("detached", "the supervisor detached; darknet keeps training alone")
+            decision = classify_end(self.history, self._end_facts(handle))
+            if isinstance(decision, End):
+                return decision
+            handle, proc = self._relaunch(decision)
+
+    def _on_internal_error(self, e: Exception, handle: launch.LaunchHandle) -> bool:
+        """An error of the supervisor itself: stop gracefully (True: keep watching), or, when
+        it happens again while stopping, stop now (False)."""
+        where = f"{type(e).__name__}: {e}"
+        self._internal_errors.append(where)
+        log.error("internal error", job=self.spec.name, error=where, exc_info=e)
+        first = not self._degraded
+        self._degraded = True
+        # The events file may be what failed (a full disk): it no longer stops the job.
+        self.bus.demote(self._events)
+        self._publish("InternalError", error=where, pid=handle.pid)
+        if first:
+            self._decide_stop(
+                Stop(
+                    "internal_error",
+                    f"the supervisor failed ({where}); darknet was stopped after its next save",
+                    self.history.iteration,
+                    {},
+                    "see the supervisor's log for the details; resume with "
+                    f"`trainsup run --attach {self.job_dir}`",
+                )
+            )
+            return True
+        return False
+
+    async def _watch(self, handle: launch.LaunchHandle, proc: Any) -> None:
+        """Follow one launch until darknet is gone, detached from, or signalled and gone."""
+        next_tick = time.monotonic()
+        while True:
+            self._read_log()
+            self._check_pending_save()
+            if _gone(handle, proc):
+                await self._drain_log(handle, proc)
+                return
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.config.tick
+                self._on_event(Tick(time.time()))
+            await self._act_on_stop(handle)
+            if self._detach and not self._terminated:
+                return
+            await asyncio.sleep(self.config.poll)
+
+    async def _drain_log(self, handle: launch.LaunchHandle, proc: Any) -> None:
+        if proc is not None:
+            await asyncio.to_thread(proc.wait)
+        else:
+            await launch.wait_gone(handle, 30.0)
+        self._read_log()
+        rest = self.tail.rest()
+        for ev in [*(self.parser.feed(rest) if rest else []), *self.parser.close()]:
+            self._on_event(ev)
+        self._checkpoint(force=True)
+
+    def _read_log(self) -> None:
+        lines = self.tail.read_lines()
+        while lines:
+            for line in lines:
+                for ev in self.parser.feed_line(line):
+                    self._on_event(ev)
+            lines = self.tail.read_lines() if len(lines) > 1000 else []
+        self._checkpoint()
+
+    def _checkpoint(self, *, force: bool = False) -> None:
+        """Record how far darknet.log was read; `attach` re-reads what comes after."""
+        now = time.monotonic()
+        if not force and now - self._last_checkpoint < self.config.checkpoint_every:
+            return
+        self._last_checkpoint = now
+        self._publish("Checkpoint", offset=self.tail.offset)
+
+    # --- launches: the one place darknet is started -------------------------------------------
+
+    def _launch(self, weights: Path | None, reason: str) -> tuple[launch.LaunchHandle, Any]:
+        number = len(self._launches) + 1
+        argv = self._argv(weights)
+        self.argv = argv
         handle, proc = launch.start(
-            self.argv,
+            argv,
             number=number,
-            log=logfile,
+            log=self.job_dir / "darknet.log",
             exit_path=self.job_dir / "exit.json",
             cwd=self.files.run,
         )
-        (self.job_dir / "launch.json").write_text(json.dumps(handle.to_json()))
+        write_json_atomic(self.job_dir / "launch.json", handle.to_json())
+        self._launches.append(
+            {"number": number, "pid": handle.pid, "reason": reason, "weights": weights}
+        )
         # The wrapper's marker line in darknet.log becomes the Launch event (with its time).
-        log.info("launched", job=self.spec.name, pid=handle.pid, argv=self.argv)
-        evaluator = asyncio.create_task(self._evaluate_loop())
-        next_tick = time.monotonic()
+        log.info("launched", job=self.spec.name, pid=handle.pid, number=number)
+        self._publish("Launched", number=number, pid=handle.pid, reason=reason, weights=weights)
+        return handle, proc
+
+    def _relaunch(self, decision: Relaunch) -> tuple[launch.LaunchHandle, Any]:
+        """Resume from the newest complete weights (never `-clear`: the count continues)."""
+        if decision.cfg_changes:
+            self.cfg.apply(dict(decision.cfg_changes))
+            self.cfg.save(self.files.cfg, darknet_form=True)
+        newest = newest_weights(
+            self.files.backup,
+            self.flavour,
+            self.files.base,
+            self.cfg.batch,
+            self.cfg.subdivisions,
+            expected_size=self.snapshots.expected_size,
+        )
+        weights = newest.path if newest else self.spec.darknet.weights
+        self._publish(
+            "Relaunched",
+            reason=decision.reason,
+            change=dict(decision.cfg_changes),
+            weights=weights,
+            iteration=newest.iteration if newest else 0,
+        )
+        self._unwatched_end = False
+        self._pending_save = None
+        return self._launch(weights, decision.reason)
+
+    def _end_facts(self, handle: launch.LaunchHandle) -> EndFacts:
+        final = self.files.backup / self.names.final
+        return EndFacts(
+            exit=launch.read_exit(self.job_dir / "exit.json", handle.number),
+            final_complete=weights_complete(final, self.snapshots.expected_size),
+            terminated=self._terminated,
+            stop_reason=self.stop_decision.reason if self.stop_decision else None,
+            max_batches=self.schedule.max_batches,
+            supervisor_was_down=self._unwatched_end,
+        )
+
+    # --- attach -------------------------------------------------------------------------------
+
+    def _restore(self) -> launch.LaunchHandle | None:
+        """Rebuild the history from events.jsonl up to its last checkpoint, put the parser and
+        the tail where that checkpoint was, and find darknet. None: it no longer runs."""
+        path = self.job_dir / "events.jsonl"
+        records = list(read_records(path))
+        cut = max((i for i, r in enumerate(records) if r.get("type") == "Checkpoint"), default=-1)
+        keep = [r for i, r in enumerate(records) if i <= cut or not is_parsed(r)]
+        if len(keep) != len(records):
+            # What the parser made after the checkpoint is read again from the log: drop it,
+            # so events.jsonl (and the history) hold every iteration once.
+            rewrite_records(path, keep)
+        offset = 0
+        for rec in keep:
+            kind = rec.get("type")
+            if kind == "Checkpoint":
+                offset = int(rec["offset"])
+            elif kind == "Decision" and self.stop_decision is None:
+                self.stop_decision = Stop(
+                    rec["rule"], rec["reason"], rec["iteration"], rec["numbers"], rec["advice"]
+                )
+                self._stop_requested_at = time.monotonic()
+            elif kind == "Launched":
+                self._launches.append({k: rec.get(k) for k in ("number", "pid", "reason")})
+            elif kind == "EvaluationFailed":
+                self._unscored[int(rec["iteration"])] = str(rec.get("error"))
+            event = from_record(rec)
+            if event is not None:
+                self.history = self.history.add(event)
+                if isinstance(event, MapResult) and event.iteration is not None:
+                    self._unscored.pop(event.iteration, None)
+        # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
+        # rebuilt by reading the log up to the checkpoint again, its events discarded.
+        replay = LogTail(self.tail.path)
+        while replay.offset < offset:
+            lines = replay.read_lines()
+            if not lines:
+                break
+            for text in lines:
+                self.parser.feed_line(text)
+        self.tail.offset = offset
+        handle = self._handle_of_last_launch()
+        if handle.alive:
+            self._publish("Attached", pid=handle.pid, offset=self.tail.offset)
+            self.argv = list(handle.argv)
+            return handle
+        self._unwatched_end = True
+        self.argv = list(handle.argv)
+        self._publish("Attached", pid=None, offset=self.tail.offset, gone=True)
+        return None
+
+    def _handle_of_last_launch(self) -> launch.LaunchHandle:
         try:
-            while True:
-                for line in tail.read_lines():
-                    for ev in parser.feed_line(line):
-                        self._on_event(ev)
-                exited = proc.poll() is not None
-                if exited:
-                    for line in tail.read_lines():
-                        for ev in parser.feed_line(line):
-                            self._on_event(ev)
-                    rest = tail.rest()
-                    for ev in [*(parser.feed(rest) if rest else []), *parser.close()]:
-                        self._on_event(ev)
-                    break
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.config.tick
-                    self._on_event(Tick(time.time()))
-                await self._act_on_stop(handle)
-                await asyncio.sleep(self.config.poll)
-        except asyncio.CancelledError:
-            await launch.terminate(handle, self.config.grace)
-            proc.wait()
-            raise
-        # darknet is gone: complete what it saved, score what is due, then keep and report.
-        self._complete_pending_save(final=True)
-        exit_entry = launch.read_exit(self.job_dir / "exit.json", number)
-        status, cause = self._end_cause(exit_entry)
-        if status == "finished":
-            self._snapshot_final()
-        self._evaluate_last()
-        await self._eval_queue.join()
-        evaluator.cancel()
-        result = self._finish(status, cause, exit_entry)
-        return result
+            return launch.LaunchHandle.from_json(
+                json.loads((self.job_dir / "launch.json").read_text())
+            )
+        except (OSError, ValueError, KeyError) as e:
+            raise JobSetupError(
+                f"{self.job_dir / 'launch.json'}: cannot read the launch record ({e})"
+            ) from None
 
     # --- events and decisions -----------------------------------------------------------------
 
-    def _write(self, kind: str, payload: dict[str, Any]) -> None:
-        rec = {"type": kind, **payload}
-        self._events_file.write(json.dumps(_clean(rec)) + "\n")
-        self._events_file.flush()
+    def _publish(self, kind: str, **fields: Any) -> None:
+        rec: Record = json_safe({"type": kind, "time": time.time(), **fields})
+        self.bus.publish(rec)
 
     def _on_event(self, ev: Event) -> None:
         if getattr(ev, "time", None) is None:
             ev = dataclasses.replace(ev, time=time.time())
         if isinstance(ev, Iteration):
-            self._complete_pending_save()
+            self._complete_pending_save(proof="iteration")
             self._rate.append((time.monotonic(), ev.iteration))
             self._rate = self._rate[-200:]
         if not isinstance(ev, Tick):
-            self._write(type(ev).__name__, dataclasses.asdict(ev))
+            self.bus.publish(to_record(ev))
+        best_before = self.history.best
         self.history = self.history.add(ev)
+        if isinstance(ev, MapResult) and self.history.best is not best_before:
+            b = self.history.best
+            assert b is not None
+            self._publish(
+                "NewBest",
+                iteration=b.iteration,
+                map=b.map,
+                previous=None
+                if best_before is None
+                else {"iteration": best_before.iteration, "map": best_before.map},
+            )
         if isinstance(ev, WeightsSaved):
             # darknet writes one file at a time: a new `Saving weights` line means the previous
             # file is complete (AlexeyAB saves _best and then _last after one iteration).
-            self._complete_pending_save(final=True)
+            self._complete_pending_save(proof="next save")
             it = ev.iteration if ev.iteration is not None else self.history.iteration
             self._pending_save = _Save(self._weights_path(ev.path), it)
         if isinstance(ev, Iteration | MapResult | Tick):
@@ -310,32 +621,63 @@ class JobRunner:
             save = self._last_complete
             if save is not None and save.iteration == d.iteration:
                 self._evaluating.add(d.iteration)
-                snap = self._snapshot(save)
-                if snap is not None:
-                    self._eval_queue.put_nowait((d.iteration, snap))
+                self._spawn(self._snapshot(save, score=True))
 
     def _decide_stop(self, d: Stop) -> None:
         if self.stop_decision is not None:
             return
         self.stop_decision = d
         self._stop_requested_at = time.monotonic()
-        self._write("Decision", {"decision": "stop", **dataclasses.asdict(d)})
+        self._publish("Decision", decision="stop", **dataclasses.asdict(d))
         log.info("stopping", job=self.spec.name, rule=d.rule, reason=d.reason)
+        if self._last_complete is not None and self._pending_save is None:
+            # A stop decided right after a completed save keeps that save.
+            self._spawn(self._snapshot(self._last_complete))
 
-    def _complete_pending_save(self, final: bool = False) -> None:
-        """darknet printed `Saving weights` before writing; the next iteration line, the next
-        save, or its exit (`final`) means the write finished (facts §4)."""
+    def _check_pending_save(self) -> None:
+        """A save whose file already has the network's size and the iteration in its header is
+        complete without waiting for darknet's next line."""
+        save = self._pending_save
+        size = self.snapshots.expected_size
+        if save is None or size is None:
+            return
+        try:
+            if save.path.stat().st_size != size:
+                return
+            header = read_weights_header(save.path)
+            if header.iteration(self.cfg.batch, self.cfg.subdivisions) != save.iteration:
+                return  # still the previous save's content: darknet has not reopened it yet
+        except (OSError, WeightsError, ValueError):
+            return
+        self._complete_pending_save(proof="size")
+
+    def _complete_pending_save(self, proof: str) -> None:
+        """darknet printed `Saving weights` before writing (facts §4); the file is complete when
+        it has the network's size, or darknet moved on (`proof`: its next iteration line, its
+        next save, its exit)."""
         save = self._pending_save
         if save is None:
             return
-        if not final and self.history.iteration <= save.iteration:
+        if proof == "iteration" and self.history.iteration <= save.iteration:
             return
         self._pending_save = None
-        if not save.path.exists():
+        try:
+            size = save.path.stat().st_size
+        except OSError:
+            return
+        if self.snapshots.expected_size is None and proof != "exit":
+            # No layer model for this cfg: darknet moving on proves this save was whole.
+            self.snapshots.expected_size = size
+        elif self.snapshots.expected_size is not None and size != self.snapshots.expected_size:
+            self._publish(
+                "SnapshotFailed",
+                iteration=save.iteration,
+                error=f"{save.path.name} has {size} of {self.snapshots.expected_size} bytes",
+            )
             return
         self._last_complete = save
         if self.stop_decision is not None and not self._terminated:
-            self._snapshot(save)
+            self._spawn(self._snapshot(save))
         best = self.history.best
         if (
             not self.own_eval
@@ -346,85 +688,81 @@ class JobRunner:
         ):
             # darknet's -map found a new best and wrote _best.weights: copy it now, before a
             # later best overwrites it, so retention can keep (and rank) it.
-            self._snapshot(save)
+            self._spawn(self._snapshot(save))
 
-    def _snapshot(self, save: _Save) -> Path | None:
-        """Copy a completed save to snapshots/<iteration>.weights and check the copy."""
-        dest = self.job_dir / "snapshots" / f"{save.iteration}.weights"
-        if dest.exists():
-            return dest
-        tmp = dest.with_suffix(".tmp")
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _snapshot(self, save: _Save, *, score: bool = False) -> None:
+        """Copy a completed save to snapshots/ (and queue it for scoring)."""
+        new = not self.snapshots.has(save.iteration)
         try:
-            shutil.copyfile(save.path, tmp)
-            header = read_weights_header(tmp)
-        except (OSError, ValueError) as e:
-            tmp.unlink(missing_ok=True)
-            self._write("SnapshotFailed", {"iteration": save.iteration, "error": str(e)})
-            return None
-        seen_it = header.iteration(self.cfg.batch, self.cfg.subdivisions)
-        if seen_it != save.iteration:
-            # darknet was already overwriting the file with a later save: not this iteration.
-            self._write(
-                "SnapshotFailed",
-                {"iteration": save.iteration, "error": f"header says iteration {seen_it}"},
-            )
-            tmp.unlink(missing_ok=True)
-            return None
-        os.replace(tmp, dest)
-        ev = self._evaluation_at(save.iteration)
-        self._write_snapshot_meta(save.iteration, ev.result if ev else None)
-        return dest
-
-    def _snapshot_final(self) -> None:
-        final = self.files.backup / self.names.final
-        if final.exists():
-            it = self.schedule.max_batches or self.history.iteration
-            snap = self._snapshot(_Save(final, it))
-            if snap is not None and self.own_eval and not self.history.evaluated(it):
-                self._evaluating.add(it)
-                self._eval_queue.put_nowait((it, snap))
-
-    def _evaluate_last(self) -> None:
-        """Score the newest snapshot too, so the kept `last` weights carry their mAP."""
-        if not self.own_eval:
+            dest = await self.snapshots.take(save.path, save.iteration)
+        except SnapshotError as e:
+            self._publish("SnapshotFailed", iteration=save.iteration, error=str(e))
+            self._evaluating.discard(save.iteration)
             return
-        snaps = self.job_dir / "snapshots"
-        its = [int(p.stem) for p in snaps.glob("*.weights") if p.stem.isdigit()]
-        if not its:
-            return
-        it = max(its)
-        if it not in self._evaluating and not self.history.evaluated(it):
-            self._evaluating.add(it)
-            self._eval_queue.put_nowait((it, snaps / f"{it}.weights"))
+        if new:
+            self._publish("SnapshotTaken", iteration=save.iteration, path=dest)
+        self._write_snapshot_meta(save.iteration, self._evaluation_at(save.iteration))
+        if score:
+            self._unscored[save.iteration] = "not scored yet"
+            self._eval_queue.put_nowait((save.iteration, dest))
 
     async def _act_on_stop(self, handle: launch.LaunchHandle) -> None:
         if self._terminated or (self.stop_decision is None and not self._kill_now):
             return
+        stop = self.stop_decision
         saved = (
-            self._last_complete is not None
-            and self.stop_decision is not None
-            and self._last_complete.iteration >= self.stop_decision.iteration
-            and (self.job_dir / "snapshots" / f"{self._last_complete.iteration}.weights").exists()
+            stop is not None
+            and self._last_complete is not None
+            and self._last_complete.iteration >= stop.iteration
+            and self.snapshots.has(self._last_complete.iteration)
         )
+        in_progress = self._pending_save is not None
         waited = time.monotonic() - (self._stop_requested_at or time.monotonic())
-        if self._kill_now or saved or waited > self._save_wait():
-            self._terminated = True
-            how = await launch.terminate(handle, 0.0 if self._kill_now else self.config.grace)
-            self._write(
-                "Terminated", {"how": how, "waited_s": round(waited, 1), "after_save": saved}
-            )
+        limit = self._save_wait(stop)
+        if not (self._kill_now or (saved and not in_progress) or waited > limit):
+            return
+        if not self._kill_now and not saved:
+            self._stop_end["no_save_after_s"] = round(limit)
+        self._terminated = True
+        how = await launch.terminate(handle, 0.0 if self._kill_now else self.config.grace)
+        kept = self._last_complete.iteration if self._last_complete else None
+        self._stop_end.update(
+            stopped_after_iteration=self.history.iteration,
+            waited_s=round(waited, 1),
+            newest_save=kept,
+        )
+        budget = self.spec.budget.max_time
+        if stop is not None and stop.rule == "max_time" and budget:
+            self._stop_end["over_budget_s"] = round(max(0.0, self.history.elapsed - budget), 1)
+        self._publish("Terminated", how=how, waited_s=round(waited, 1), after_save=saved)
 
-    def _save_wait(self) -> float:
+    def _save_wait(self, stop: Stop | None) -> float:
         if self.config.save_wait is not None:
             return self.config.save_wait
         ips = self._iterations_per_s()
-        return max(60.0, 3 * 100 / ips) if ips else 600.0
+        wait = min(600.0, max(30.0, 150 / ips)) if ips else 600.0
+        budget = self.spec.budget.max_time
+        if stop is not None and stop.rule == "max_time" and budget:
+            # A time budget is a promise about GPU time: overrun it by at most 5 %.
+            wait = min(wait, max(30.0, 0.05 * budget))
+        return wait
 
     # --- evaluation ---------------------------------------------------------------------------
+
+    def _eval_timeout(self) -> float:
+        if not self._eval_seconds:
+            return self.config.first_eval_timeout
+        return max(self.config.eval_timeout_floor, 5 * max(self._eval_seconds))
 
     async def _evaluate_loop(self) -> None:
         while True:
             it, weights = await self._eval_queue.get()
+            started = time.monotonic()
             try:
                 res = await evaluate_weights(
                     self.binary,
@@ -434,16 +772,29 @@ class JobRunner:
                     iou_threshold=self.spec.evaluation.iou_threshold,
                     work_dir=self.job_dir / "results",
                     flavour=self.flavour,
+                    timeout_s=self._eval_timeout(),
                 )
+                self._eval_seconds.append(time.monotonic() - started)
                 m = res.to_map_result(iteration=it, weights=str(weights), time=time.time())
+                self._unscored.pop(it, None)
                 self._on_event(m)
-                self._write_snapshot_meta(it, m)
-            except EvaluationError as e:
+                self._write_snapshot_meta(it, self._evaluation_at(it) or None, m)
+            except (EvaluationError, OSError, CfgError, ValueError) as e:
+                self._unscored[it] = str(e)
                 self._eval_errors.append(str(e))
-                self._write("EvaluationFailed", {"iteration": it, "error": str(e)})
+                self._publish("EvaluationFailed", iteration=it, error=str(e))
                 log.warning("evaluation failed", job=self.spec.name, iteration=it, error=str(e))
             finally:
                 self._eval_queue.task_done()
+
+    async def _drain_evaluations(self) -> None:
+        """Wait for queued snapshots and scores, bounded: the job ends with its report."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.end_eval_wait)
+        try:
+            await asyncio.wait_for(self._eval_queue.join(), self.config.end_eval_wait)
+        except TimeoutError:
+            self._publish("EvaluationFailed", iteration=None, error="evaluations still running")
 
     def _evaluation_at(self, iteration: int) -> Evaluation | None:
         """The latest valid evaluation of the weights of `iteration`, if any."""
@@ -452,16 +803,17 @@ class JobRunner:
                 return e
         return None
 
-    def _write_snapshot_meta(self, it: int, m: MapResult | None = None) -> None:
-        path = self.job_dir / "snapshots" / f"{it}.json"
-        meta: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    def _write_snapshot_meta(
+        self, it: int, ev: Evaluation | None, m: MapResult | None = None
+    ) -> None:
         avg = self.history.loss_around(it, 1)
-        meta.update(
-            iteration=it,
-            cfg_hash=self.cfg_hash,
-            time=time.time(),
-            avg_loss=avg if avg is not None and math.isfinite(avg) else None,
-        )
+        meta: dict[str, Any] = {
+            "iteration": it,
+            "cfg_hash": self.cfg_hash,
+            "time": time.time(),
+            "avg_loss": avg,
+        }
+        m = m or (ev.result if ev else None)
         if m is not None:
             meta.update(
                 map=m.map,
@@ -472,111 +824,93 @@ class JobRunner:
                 precision=m.precision,
                 recall=m.recall,
             )
-        path.write_text(json.dumps(meta, indent=2))
+        self.snapshots.update_meta(it, json_safe(meta))
 
     # --- the end ------------------------------------------------------------------------------
 
-    def _end_cause(self, entry: dict[str, Any] | None) -> tuple[Status, str]:
-        h = self.history
-        problems = [f"line {e.line}: {e.message}" for e in _errors(h)]
-        if self._terminated:
-            d = self.stop_decision
-            return "stopped", d.reason if d else "stopped at once by the user"
-        if entry is None:
-            return "killed", "darknet and its wrapper were killed (no exit record)"
-        if entry.get("error"):
-            return "failed", f"darknet could not start: {entry['error']}"
-        rc, sig = entry.get("returncode"), entry.get("signal")
-        how = f"exit status {rc}" if rc is not None else f"signal {sig}"
-        if h.gpu_errors:
-            problems.append("advice: " + gpu_advice(h.gpu_errors[0].kind))
-        if weights_complete(self.files.backup / self.names.final):
-            # Debian's pjreddie sometimes segfaults while freeing memory after writing _final:
-            # a complete _final file is the proof of a finished run, not the exit status.
-            crashed = "" if rc == 0 else f" (then ended with {how}, after saving)"
-            return "finished", f"darknet reached max_batches ({self.schedule.max_batches}){crashed}"
-        if rc == 0:
-            why = "; ".join(problems) or "no final weights were written"
-            # pjreddie's file_error() exits 0 (facts §5): exit status alone proves nothing.
-            return "failed", f"darknet exited 0 without finishing: {why}"
-        return "failed", f"darknet failed ({how})" + (
-            ": " + "; ".join(problems) if problems else ""
-        )
+    async def _after_darknet(self, end: End) -> None:
+        self._complete_pending_save(proof="exit")
+        if self._last_complete is not None and end.status != "detached":
+            # The newest complete save is the `last` weights, whatever ended the run.
+            self._spawn(self._snapshot(self._last_complete))
+        if end.status == "finished":
+            final = self.files.backup / self.names.final
+            it = self.schedule.max_batches or self.history.iteration
+            score = self.own_eval and not self.history.evaluated(it)
+            if score:
+                self._evaluating.add(it)
+            await self._snapshot(_Save(final, it), score=score)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        self._evaluate_last()
 
-    def _finish(self, status: Status, cause: str, exit_entry: dict[str, Any] | None) -> JobResult:
-        snaps = self.job_dir / "snapshots"
-        known = sorted(int(p.stem) for p in snaps.glob("*.weights") if p.stem.isdigit())
-        snapshots = []
-        for it in known:
-            ev = self._evaluation_at(it)
-            snapshots.append(Snapshot(it, ev.map, ev.valid) if ev else Snapshot(it))
-        r = self.spec.retain
-        plan = plan_retention(snapshots, best=r.best, last=r.last, top_k=r.top_k)
+    def _evaluate_last(self) -> None:
+        """Score the newest snapshot too, so the kept `last` weights carry their mAP."""
+        if not self.own_eval:
+            return
+        its = self.snapshots.iterations()
+        if not its:
+            return
+        it = max(its)
+        if it not in self._evaluating and not self.history.evaluated(it):
+            self._evaluating.add(it)
+            self._unscored[it] = "not scored yet"
+            self._eval_queue.put_nowait((it, self.snapshots.path(it)))
+
+    def _finish(self, end: End) -> JobResult:
         kept: dict[str, Any] = {}
-        kept_dir = self.job_dir / "kept"
-        roles: list[tuple[str, Snapshot]] = []
-        if plan.best:
-            roles.append(("best", plan.best))
-        if plan.last:
-            roles.append(("last", plan.last))
-        roles += [(f"top{k + 1}", s) for k, s in enumerate(plan.top)]
-        for role, s in roles:
-            src = snaps / f"{s.iteration}.weights"
-            if not src.exists():
-                continue
-            dest = kept_dir / f"{role}.weights"
-            dest.unlink(missing_ok=True)
-            os.link(src, dest)
-            meta_src = snaps / f"{s.iteration}.json"
-            meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
-            meta["role"] = role
-            (kept_dir / f"{role}.json").write_text(json.dumps(meta, indent=2))
-            kept[role] = {"path": str(dest), "iteration": s.iteration, "map": s.map}
-        for it in plan.prune:
-            (snaps / f"{it}.weights").unlink(missing_ok=True)
-        h = self.history
-        d = self.stop_decision
-        report: dict[str, Any] = {
-            "job": self.spec.name,
-            "status": status,
-            "cause": cause,
-            "flavour": self.flavour,
-            "argv": self.argv,
-            "evaluation_source": "supervisor" if self.own_eval else "darknet",
-            "stop": None
-            if d is None
-            else {
-                "rule": d.rule,
-                "reason": d.reason,
-                "iteration": d.iteration,
-                "advice": d.advice,
-                "numbers": dict(d.numbers),
-            },
-            "iterations": {
-                "first": h.first_iteration,
-                "last": h.iteration,
-                "lines": h.iteration_lines,
-            },
-            "final_avg_loss": _finite(h.last.avg_loss) if h.last else None,
-            "elapsed_s": round(h.elapsed, 1),
-            "evaluations": [
-                {
-                    "iteration": e.iteration,
-                    "map": _finite(e.map),
-                    "valid": e.valid,
-                    "avg_loss": e.avg_loss,
-                }
-                for e in h.evaluations
-            ],
-            "best": None if h.best is None else {"iteration": h.best.iteration, "map": h.best.map},
-            "kept": kept,
-            "exit": exit_entry,
-            "evaluation_errors": self._eval_errors,
-            "errors": [{"line": e.line, "message": e.message} for e in _errors(h)],
-        }
-        (self.job_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
-        self._write("Finished", {"status": status, "cause": cause})
-        return JobResult(status, self.job_dir, report)
+        unscored: list[dict[str, Any]] = []
+        if end.status != "detached":
+            snaps = []
+            for it in self.snapshots.iterations():
+                ev = self._evaluation_at(it)
+                if ev is not None:
+                    snaps.append(Snapshot(it, ev.map, ev.valid))
+                else:
+                    snaps.append(Snapshot(it, unscored=it in self._unscored))
+            r = self.spec.retain
+            plan = plan_retention(snaps, best=r.best, last=r.last, top_k=r.top_k)
+            try:
+                kept = self.snapshots.apply(plan, self.job_dir / "kept")
+            except OSError as e:
+                self._internal_errors.append(f"keeping weights failed: {e}")
+            unscored = [
+                {"iteration": it, "path": str(self.snapshots.path(it)), "error": why}
+                for it, why in sorted(self._unscored.items())
+                if self.snapshots.has(it)
+            ]
+        for entry in self._launches:
+            number = entry.get("number")
+            if isinstance(number, int):
+                entry["exit"] = launch.read_exit(self.job_dir / "exit.json", number)
+        report = build_report(
+            job=self.spec.name,
+            end=end,
+            history=self.history,
+            flavour=self.flavour,
+            argv=self.argv,
+            own_evaluation=self.own_eval,
+            stop=self.stop_decision if end.status == "stopped" else None,
+            stop_end=self._stop_end,
+            kept=kept,
+            unscored=unscored,
+            launches=self._launches,
+            evaluation_errors=self._eval_errors,
+            internal_errors=self._internal_errors,
+        )
+        try:
+            write_report(self.job_dir / "report.json", report)
+        except OSError as e:
+            log.error("cannot write report.json", job=self.spec.name, error=str(e))
+        self._publish(
+            "Finished",
+            status=end.status,
+            cause=end.cause,
+            stop=report["stop"],
+            best=report["best"],
+            kept=kept,
+        )
+        return JobResult(end.status, self.job_dir, report)
 
     # --- progress -----------------------------------------------------------------------------
 
@@ -609,25 +943,10 @@ class JobRunner:
         )
 
 
-def _errors(h: History) -> list[GpuError | FatalError]:
-    return sorted([*h.gpu_errors, *h.fatal_errors], key=lambda e: e.line)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _clean(o: object) -> Any:
-    """JSON-safe: NaN/inf become null (JSON has none), paths and tuples plain values."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple | set):
-        return [_clean(v) for v in o]
-    if isinstance(o, Path):
-        return str(o)
-    return o
+def _gone(handle: launch.LaunchHandle, proc: Any) -> bool:
+    if proc is not None:
+        return bool(proc.poll() is not None)
+    return not handle.alive
 
 
 def format_progress(p: Progress) -> str:

@@ -1,18 +1,33 @@
 """Follow darknet.log from a byte offset, whole lines only.
 
 darknet's writes can split a line (facts §1: pjreddie's block-buffered stdout arrives in 4 KB
-pieces), so a trailing piece without a newline stays unread until the rest arrives; the offset
+pieces), so a trailing piece without a line end stays unread until the rest arrives; the offset
 always points after the last whole line handed out, so a restarted supervisor resumes exactly
-there.
+there. `\\r` ends a line as `\\n` does: hank-ai redraws progress lines with `\\r` only, and
+a log of those would otherwise never yield a line. A stretch of more than `max_line` bytes
+without any line end is handed out as one (cut) line rather than waited on forever.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import re
 from pathlib import Path
 
 CHUNK = 1 << 20
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def split_lines(data: bytes) -> tuple[list[str], int]:
+    """The whole lines in `data` (decoded leniently, line ends stripped) and the number of
+    bytes they span. A trailing `\\r` is not consumed: it may be the first half of `\\r\\n`."""
+    lines: list[str] = []
+    start = 0
+    for m in _LINE_END.finditer(data):
+        if m.group() == b"\r" and m.end() == len(data):
+            break
+        lines.append(data[start : m.start()].decode("utf-8", errors="replace"))
+        start = m.end()
+    return lines, start
 
 
 class LogTail:
@@ -21,27 +36,28 @@ class LogTail:
     Attributes:
         path: the log file (may not exist yet).
         offset: byte offset just after the last whole line returned.
-        poll: seconds between looks when nothing new arrived.
+        max_line: longest line waited for; longer stretches come out in pieces of this size.
     """
 
-    def __init__(self, path: Path, offset: int = 0, poll: float = 0.2) -> None:
+    def __init__(self, path: Path, offset: int = 0, max_line: int = CHUNK) -> None:
         self.path = path
         self.offset = offset
-        self.poll = poll
+        self.max_line = max_line
 
     def read_lines(self) -> list[str]:
-        """The whole lines written since the last call (decoded leniently, newline stripped)."""
+        """The whole lines written since the last call (at most about 1 MiB of them)."""
         try:
             with self.path.open("rb") as f:
                 f.seek(self.offset)
-                data = f.read(CHUNK)
+                data = f.read(self.max_line)
         except FileNotFoundError:
             return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        return data[:end].decode("utf-8", errors="replace").split("\n")
+        lines, used = split_lines(data)
+        if used == 0 and len(data) >= self.max_line:
+            # No line end in a whole buffer: not a line darknet will finish; hand it out cut.
+            lines, used = [data[: self.max_line].decode("utf-8", errors="replace")], self.max_line
+        self.offset += used
+        return lines
 
     def rest(self) -> str:
         """An unterminated last line (after the writer ended), consumed."""
@@ -52,14 +68,4 @@ class LogTail:
         except FileNotFoundError:
             return ""
         self.offset += len(data)
-        return data.decode("utf-8", errors="replace")
-
-    async def follow(self) -> AsyncIterator[list[str]]:
-        """Batches of new lines, forever; the caller stops iterating when it is done."""
-        while True:
-            lines = self.read_lines()
-            if lines:
-                yield lines
-                if len(lines) > 1000:
-                    continue  # more is likely waiting: don't sleep
-            await asyncio.sleep(self.poll)
+        return data.decode("utf-8", errors="replace").rstrip("\r")

@@ -2,6 +2,9 @@
 
 Snapshots are copies of saved weights (`snapshots/<iteration>.weights`); the runner applies the
 plan to files. A snapshot without a valid mAP can be kept as `last` but never as best or top-k.
+A snapshot whose evaluation was due but never produced a score (it failed, timed out, or the
+run ended first) is `unscored`: it may be the best, so it is never pruned; the report lists it
+so that `trainsup evaluate` can score it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ class Snapshot:
     iteration: int
     map: float | None = None
     valid: bool = False
+    unscored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +51,6 @@ def plan_retention(
     top = tuple(ranked[:top_k])
     plan = RetentionPlan(best_s, last_s, top, ())
     keep = plan.kept
+    keep |= {s.iteration for s in snapshots if s.unscored}
     prune = tuple(sorted({s.iteration for s in snapshots} - keep))
     return RetentionPlan(best_s, last_s, top, prune)
