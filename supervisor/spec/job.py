@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.notify.spec import NotifyTargets
 from supervisor.spec.yamlsource import cross_field
 from supervisor.training.events import Flavour
 from supervisor.training.policy import Diverged, NotLearning, Overfit, Plateau
@@ -402,6 +403,9 @@ class JobSpec(Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     retain: RetainSpec = Field(default_factory=RetainSpec)
+    notify: NotifyTargets = Field(
+        default=(), description="chat/webhook targets told about this job (docs/notifications.md)"
+    )
 
     _written: dict[str, str] = PrivateAttr(default_factory=dict)
 
