@@ -10,6 +10,7 @@ Secrets go in `SecretStr` fields, which `model_dump(mode="json")` masks.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from supervisor.notify.spec import NotifyTargets
-from supervisor.spec.yamlsource import cross_field
+from supervisor.spec.yamlsource import cross_field, shorten
 from supervisor.training.events import Flavour
 from supervisor.training.policy import Diverged, NotLearning, Overfit, Plateau
 
@@ -48,6 +49,13 @@ SAVE_INTERVAL = 100
 # three confirmations span 1000 iterations, while a `detector valid` pass over a large
 # validation list every 100 iterations would cost a noticeable share of training time.
 EVALUATION_EVERY = 500
+# Bounds that keep every number finite and meaningful: darknet counts iterations in a C int;
+# a duration beyond a year or a kept-snapshot count in the thousands is a typo, and an
+# unbounded one once became infinity and then `nan` in the job dir's job.yaml.
+MAX_ITERATION = 2**31 - 1
+MAX_DURATION = 365 * 86400.0
+MAX_TOP_K = 100
+MAX_GPU_INDEX = 63
 IOU_THRESHOLD = 0.5  # VOC-style AP@0.5: what darknet's own -map reports (facts §2)
 MIN_ITERATIONS = 0  # no rule may stop before this iteration; 0 = rules apply from the start
 _PLATEAU, _OVERFIT, _NOT_LEARNING, _DIVERGED = Plateau(), Overfit(), NotLearning(), Diverged()
@@ -105,7 +113,7 @@ def parse_duration(text: str) -> float:
     """Seconds in `12h`, `90m`, `1h30m`, `45s`, `2d`; ValueError naming the allowed forms."""
     match = _DURATION_RE.fullmatch(text.strip().lower())
     if match is None or not any(match.groupdict().values()):
-        raise ValueError(f"`{text}` is not a duration: write {_DURATION_FORMS}")
+        raise ValueError(f"`{shorten(text)}` is not a duration: write {_DURATION_FORMS}")
     return sum(float(v) * _UNIT_SECONDS[u] for u, v in match.groupdict().items() if v)
 
 
@@ -141,6 +149,10 @@ def _duration(value: object, info: ValidationInfo) -> object:
         raise _duration_error(f"must be a duration: write {_DURATION_FORMS}")
     if seconds <= 0:
         raise _duration_error("must be longer than 0s")
+    if not seconds <= MAX_DURATION:  # also NaN and inf: 400 digits of hours are inf seconds
+        raise _duration_error(
+            f"must be at most {format_duration(MAX_DURATION)} (a year); null means no limit"
+        )
     return seconds
 
 
@@ -286,7 +298,7 @@ class DarknetSpec(Section):
 class BudgetSpec(Section):
     """Hard limits: whichever is reached first stops the run (after the next save)."""
 
-    max_iterations: Annotated[StrictInt, Field(gt=0)] | None = Field(
+    max_iterations: Annotated[StrictInt, Field(gt=0, le=MAX_ITERATION)] | None = Field(
         default=None, description="stop at this iteration; null = the cfg's max_batches"
     )
     max_time: Duration | None = Field(
@@ -297,7 +309,7 @@ class BudgetSpec(Section):
 class EvaluationSpec(Section):
     """How and how often mAP is measured."""
 
-    every: Annotated[StrictInt, Field(gt=0, multiple_of=SAVE_INTERVAL)] = Field(
+    every: Annotated[StrictInt, Field(gt=0, le=MAX_ITERATION, multiple_of=SAVE_INTERVAL)] = Field(
         default=EVALUATION_EVERY,
         description="iterations between the evaluations the supervisor runs itself (darknet's "
         "-map keeps its own interval); a multiple of 100 because weights are saved only "
@@ -368,7 +380,7 @@ class DivergedRule(Rule):
 class StopSpec(Section):
     """When to stop before the budget: each rule can be switched off with `false`."""
 
-    min_iterations: Annotated[StrictInt, Field(ge=0)] = Field(
+    min_iterations: Annotated[StrictInt, Field(ge=0, le=MAX_ITERATION)] = Field(
         default=MIN_ITERATIONS, description="no rule stops the run before this iteration"
     )
     plateau: PlateauRule = Field(default_factory=PlateauRule)
@@ -385,7 +397,7 @@ class RetainSpec(Section):
 
     best: StrictBool = Field(default=True, description="keep the weights with the best mAP")
     last: StrictBool = Field(default=True, description="keep the last saved weights")
-    top_k: Annotated[StrictInt, Field(ge=0)] = Field(
+    top_k: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_K)] = Field(
         default=0, description="also keep the k best evaluated snapshots; 0 = none"
     )
 
@@ -432,6 +444,24 @@ class JobSpec(Section):
                     "use `supervisor` (or `auto`, which picks it)",
                 )
             )
+        diverged = self.stop.diverged
+        if diverged.enabled and not math.isfinite(diverged.loss_factor):
+            findings.append(
+                (
+                    "stop.diverged.loss_factor",
+                    "must be a finite number (e.g. 10): an infinite factor silently switches "
+                    "the loss-growth check off; to switch the rule off write `diverged: false`",
+                )
+            )
+        huge = [g for g in self.darknet.gpus if g > MAX_GPU_INDEX]
+        if huge:
+            findings.append(
+                (
+                    "darknet.gpus",
+                    f"GPU index {huge[0]} is above {MAX_GPU_INDEX}: GPUs are numbered from 0 "
+                    "as `nvidia-smi -L` lists them",
+                )
+            )
         cap = self.budget.max_iterations
         if cap is not None and self.stop.min_iterations > cap:
             findings.append(
@@ -444,6 +474,24 @@ class JobSpec(Section):
         if findings:
             raise cross_field(findings)
         return self
+
+    @model_validator(mode="after")
+    def _files(self, info: ValidationInfo) -> JobSpec:
+        # Only where the caller asks (`check_files=True`: check and run): a job dir's
+        # job.yaml must stay readable after the initial weights are gone.
+        weights = self.darknet.weights
+        if weights is None or not (info.context or {}).get("check_files"):
+            return self
+        if weights.is_dir():
+            message = "is a directory: give the path of a .weights file (or null for none)"
+        elif not weights.exists():
+            message = (
+                f"no such file ({weights}): fix the path (relative paths are taken from the "
+                "job file's folder), or write null to train from scratch"
+            )
+        else:
+            return self
+        raise cross_field([("darknet.weights", message)])
 
     def written(self, path: str) -> str:
         """The text the user wrote for a path key (`darknet.cfg`), before resolving."""

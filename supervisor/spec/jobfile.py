@@ -34,11 +34,19 @@ def _resolve_paths(data: object, base_dir: Path, written: dict[str, str]) -> Non
         darknet[key] = os.path.normpath(base_dir / Path(text).expanduser())
 
 
-def parse_spec(text: str, source: str = "<string>", base_dir: Path | None = None) -> JobSpec:
+def parse_spec(
+    text: str,
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    *,
+    check_files: bool = False,
+) -> JobSpec:
     """Validate a job spec given as YAML text; SpecError lists every problem, located.
 
     Relative paths resolve against `base_dir` (default: the current directory); the text as
-    written stays available through `JobSpec.written`.
+    written stays available through `JobSpec.written`. `check_files`: `weights:` must name an
+    existing file — for `check` and `run`; a job dir's job.yaml must stay readable after its
+    initial weights are gone, and data and cfg are the dataset check's.
     """
     base = (base_dir or Path.cwd()).absolute()
     written: dict[str, str] = {}
@@ -48,14 +56,15 @@ def parse_spec(text: str, source: str = "<string>", base_dir: Path | None = None
         source,
         empty=_EMPTY,
         prepare=lambda data: _resolve_paths(data, base, written),
+        context={"check_files": check_files},
     )
     spec._written = written
     return spec
 
 
-def load_spec(path: Path) -> JobSpec:
+def load_spec(path: Path, *, check_files: bool = False) -> JobSpec:
     """Read and validate a job file; relative paths in it resolve against its folder."""
-    return parse_spec(read_text(path), str(path), path.absolute().parent)
+    return parse_spec(read_text(path), str(path), path.absolute().parent, check_files=check_files)
 
 
 def json_schema() -> dict[str, Any]:

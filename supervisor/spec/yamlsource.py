@@ -9,6 +9,7 @@ file come out together in one `SpecError`; nothing a user can write ends in a tr
 from __future__ import annotations
 
 import difflib
+import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,25 @@ from pydantic_core import PydanticCustomError
 
 M = TypeVar("M", bound=BaseModel)
 Key = tuple[str | int, ...]
+
+# A job file is a few dozen keys; the daemon's spool and API take files from other people, so
+# what one file may cost is bounded before any YAML is parsed or expanded.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32  # mappings/lists inside each other (a job file uses 3)
+MAX_VALUES = 10_000  # values after anchors, aliases and merge keys are expanded
+SHOW = 80  # characters of a written value or key quoted in a message
+
+
+def shorten(text: str) -> str:
+    """`text` for a message: at most SHOW characters, cut with "…"."""
+    return text if len(text) <= SHOW else text[: SHOW - 1] + "…"
+
+
+def _size_message(size: int) -> str:
+    return (
+        f"the file is {size:,} bytes; a job file is at most {MAX_BYTES:,} bytes (1 MiB; "
+        "a job needs a few dozen keys): is this the right file?"
+    )
 
 
 @dataclass(frozen=True)
@@ -38,11 +58,15 @@ class Problem:
     message: str
     shown: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.shown is not None and len(self.shown) > SHOW:
+            object.__setattr__(self, "shown", shorten(self.shown))
+
     def __str__(self) -> str:
         where = self.file
         if self.line is not None:
             where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
-        what = self.path + (f" = {self.shown}" if self.shown is not None else "")
+        what = shorten(self.path) + (f" = {self.shown}" if self.shown is not None else "")
         return f"{where}: {what}: {self.message}" if what else f"{where}: {self.message}"
 
 
@@ -66,7 +90,12 @@ def read_text(path: Path, what: str = "job spec") -> str:
     """The file's text; SpecError (not OSError/UnicodeError) when it cannot be read as UTF-8."""
     source = str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            # One byte past the limit tells a file that is too large without reading it all.
+            raw = f.read(MAX_BYTES + 1)
+            if len(raw) > MAX_BYTES:
+                size = os.fstat(f.fileno()).st_size
+                raise file_problem(source, _size_message(max(size, len(raw))), what)
     except FileNotFoundError:
         raise file_problem(source, "no such file: check the path", what) from None
     except IsADirectoryError:
@@ -113,15 +142,28 @@ class _Composer:
         self.positions: dict[Key, _Pos] = {}
         self.problems: list[Problem] = []
         self._stack: set[int] = set()
+        self._built: set[int] = set()  # nodes built once: building one again is an alias
+        self._values = 0
+        self._aliased = False
 
     def problem(self, mark: yaml.Mark, path: Key, message: str, text: str | None = None) -> None:
         line, column = mark.line + 1, mark.column + 1
         self.problems.append(Problem(self.source, line, column, dotted(path), text, message, text))
 
+    def limit(self, mark: yaml.Mark, message: str) -> SpecError:
+        return SpecError([Problem(self.source, mark.line + 1, mark.column + 1, "", None, message)])
+
     def build(self, node: yaml.Node, path: Key) -> object:
         if id(node) in self._stack:
             self.problem(node.start_mark, path, "an alias refers to itself; remove the loop")
             return None
+        if len(path) > MAX_DEPTH:
+            raise self.limit(node.start_mark, _depth_message())
+        self._values += 1
+        self._aliased |= id(node) in self._built
+        self._built.add(id(node))
+        if self._values > MAX_VALUES:
+            raise self.limit(node.start_mark, _values_message(self._aliased))
         self._stack.add(id(node))
         try:
             return self._build(node, path)
@@ -152,6 +194,10 @@ class _Composer:
             return None
 
     def _mapping(self, node: yaml.MappingNode, path: Key) -> dict[str, object]:
+        # Merge keys copy entries into the mapping itself, so nested merges of merges grow
+        # exponentially inside PyYAML before any value is built: count them first.
+        if _merged_size(node, {}) > MAX_VALUES:
+            raise self.limit(node.start_mark, _values_message(True))
         self.loader.flatten_mapping(node)  # applies `<<: *anchor` merge keys
         out: dict[str, object] = {}
         for knode, vnode in node.value:
@@ -172,6 +218,43 @@ class _Composer:
             self.positions[sub] = _Pos(knode.start_mark, vnode.start_mark, text)
             out[key] = self.build(vnode, sub)
         return out
+
+
+def _depth_message() -> str:
+    return (
+        f"mappings and lists are nested more than {MAX_DEPTH} levels deep; a job file uses "
+        "3 (e.g. stop: plateau: patience:): is this the right file?"
+    )
+
+
+def _values_message(aliased: bool) -> str:
+    if aliased:
+        return (
+            f"anchors and aliases (&name, *name, <<: *name) expand to more than {MAX_VALUES:,} "
+            "values (a 'billion laughs' file); write the values out instead of nesting aliases"
+        )
+    return f"the file holds more than {MAX_VALUES:,} values; a job file needs a few dozen"
+
+
+def _merged_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Entries a mapping holds once its merge keys are applied (an upper bound), memoised per
+    node so that shared anchors are counted without being expanded."""
+    if not isinstance(node, yaml.MappingNode):
+        return 1
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_VALUES + 1  # a merge loop counts as too many
+    total = 0
+    for key, value in node.value:
+        if key.tag == "tag:yaml.org,2002:merge":
+            subs = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            total += sum(_merged_size(sub, memo) for sub in subs)
+        else:
+            total += 1
+        if total > MAX_VALUES:
+            break
+    memo[id(node)] = total
+    return total
 
 
 _HINTS = {
@@ -196,10 +279,46 @@ def _yaml_problem(exc: yaml.YAMLError, source: str, text: str) -> Problem:
     return Problem(source, None, None, "", None, f"YAML error: {exc}")
 
 
+class _Limited(Exception):
+    def __init__(self, where: tuple[int | None, int | None], message: str) -> None:
+        self.where, self.message = where, message
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that counts nodes and depth while composing: PyYAML composes recursively and
+    in pure Python (a 1 MB list of numbers took 5 s), so a file is refused as soon as it
+    holds more nodes, or deeper ones, than a job file can need. An alias is one node here;
+    what it expands to is counted by `_Composer`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._nodes = 0
+        self._depth = 0
+
+    def _where(self) -> tuple[int | None, int | None]:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        mark = event.start_mark
+        return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._nodes += 1
+        if self._nodes > MAX_VALUES:
+            raise _Limited(self._where(), _values_message(False))
+        if self._depth >= MAX_DEPTH:
+            raise _Limited(self._where(), _depth_message())
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _compose(text: str, source: str, empty: str, top: str) -> tuple[object, _Composer]:
+    if len(text) > MAX_BYTES:
+        raise file_problem(source, _size_message(len(text.encode("utf-8", "replace"))))
     try:
         # The reader rejects control characters already when it is created.
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, source, text)]) from None
     composer = _Composer(loader, source)
@@ -208,6 +327,9 @@ def _compose(text: str, source: str, empty: str, top: str) -> tuple[object, _Com
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
             raise SpecError([_yaml_problem(exc, source, text)]) from None
+        except _Limited as exc:
+            problem = Problem(source, *exc.where, "", None, exc.message)
+            raise SpecError([problem]) from None
         if node is None:
             raise file_problem(source, f"the file is empty: {empty}")
         if not isinstance(node, yaml.MappingNode):
@@ -303,7 +425,7 @@ class _Mapper:
         return parent.model_fields.get(str(path[names[-1]])) if parent else None
 
     def unknown_key(self, path: Key) -> str:
-        key, parent = str(path[-1]), self.model_at(path[:-1])
+        key, parent = shorten(str(path[-1])), self.model_at(path[:-1])
         allowed = list(parent.model_fields) if parent else []
         close = difflib.get_close_matches(key.lower(), allowed, n=1, cutoff=0.6)
         if close:
@@ -400,11 +522,13 @@ def validate_yaml(
     empty: str,
     prepare: Callable[[object], None] | None = None,
     what: str = "job spec",
+    context: Mapping[str, object] | None = None,
 ) -> M:
     """Parse YAML `text` into `root`; SpecError with every problem, located.
 
     `empty` tells what an empty file lacks; `prepare` may rewrite the plain data in place
-    before validation (e.g. resolve relative paths). Validators see `context={"yaml": True}`.
+    before validation (e.g. resolve relative paths). Validators see `context={"yaml": True}`
+    plus `context`.
     """
     top = ", ".join(f"{k}:" for k in list(root.model_fields)[:2]) + ", …"
     try:
@@ -415,7 +539,7 @@ def validate_yaml(
         prepare(data)
     problems = list(composer.problems)
     try:
-        model = root.model_validate(data, context={"yaml": True})
+        model = root.model_validate(data, context={**(context or {}), "yaml": True})
     except ValidationError as exc:
         mapper = _Mapper(root, composer, data)
         # A value the YAML reading already complained about (an alias loop, an unknown tag)
