@@ -130,7 +130,13 @@ def check(
     2 errors). `trainsup check --data obj.data --cfg yolo.cfg` checks a dataset alone."""
     from supervisor.dataset.check import check_dataset
     from supervisor.dataset.render import format_report
-    from supervisor.runtime.preflight import check_job, spec_findings
+    from supervisor.runtime.preflight import (
+        binary_findings,
+        check_binary,
+        check_job,
+        format_binary_check,
+        spec_findings,
+    )
     from supervisor.spec import SpecError, load_spec
 
     if (job is None) == (data is None):
@@ -145,12 +151,16 @@ def check(
             else:
                 click.echo(str(e), err=True)
             sys.exit(2)
+        # The binary is proven darknet (and its flavour read) before anything else uses it.
+        binary = check_binary(spec)
+        binary_errors = binary_findings(binary, str(job))
         if no_dataset:
             if as_json:
-                _dump({"summary": None, "findings": []})
+                _dump({"summary": None, "findings": binary_errors})
             else:
-                click.echo(f"{job}: OK — job `{spec.name}`")
-            return
+                click.echo(f"{job}: job file OK — job `{spec.name}`\n")
+                click.echo(format_binary_check(binary))
+            sys.exit(2 if binary_errors else 0)
         report = check_job(spec, progress, decode=not fast)
     else:
         assert data is not None
@@ -162,12 +172,17 @@ def check(
             decode=not fast,
         )
     if as_json:
-        _dump(report.to_json())
+        out = report.to_json()
+        if job is not None and binary_errors:
+            out["findings"][:0] = binary_errors
+            out["summary"]["findings"]["error"] += len(binary_errors)
+        _dump(out)
     else:
         if job is not None:
             click.echo(f"{job}: job file OK — job `{spec.name}`\n")
+            click.echo(format_binary_check(binary) + "\n")
         click.echo(format_report(report))
-    sys.exit(report.exit_status(strict))
+    sys.exit(2 if job is not None and binary_errors else report.exit_status(strict))
 
 
 def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path:
@@ -371,11 +386,12 @@ def evaluate(
     from supervisor.darknet.cfg import Cfg, CfgError
     from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
     from supervisor.darknet.weights import WeightsError, read_weights_header
-    from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
+    from supervisor.runtime.binary import BinaryError, verify_binary
 
     try:
-        exe = resolve_binary(binary)
-        fl: Flavour = cast(Flavour, flavour) if flavour else detect_flavour(exe)
+        # Proven darknet before it gets any argument; a --flavour it contradicts is an error.
+        probe = verify_binary(binary, flavour or "auto")
+        exe, fl = probe.path, probe.flavour
         net = Cfg.load(cfg)
         batch, subdivisions = net.batch, net.subdivisions
     except (BinaryError, CfgError) as e:

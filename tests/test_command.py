@@ -6,15 +6,19 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
 from PIL import Image
 
 from supervisor.darknet.cfg import Cfg
 from supervisor.darknet.command import (
+    CPU_FLAGS,
     EXTRA_FLAGS,
     ArgvError,
     classify_weights,
+    cpu_problem,
+    extra_args_problems,
     is_final,
     iteration_from_weights_name,
     map_argv,
@@ -31,6 +35,7 @@ from supervisor.darknet.weights import (
     read_weights_header,
     weights_complete,
 )
+from supervisor.training.events import FLAVOURS, Flavour
 from tests.helpers import write_weights
 
 # -- names -----------------------------------------------------------------------------------
@@ -115,13 +120,14 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_pjreddie_argv(files: tuple[Path, Path, Path]) -> None:
     data, cfg, weights = files
-    assert train_argv("darknet", "pjreddie", data, cfg) == [
-        "darknet", "detector", "train", str(data), str(cfg),
+    assert train_argv("darknet", "pjreddie", data, cfg, gpus=[0]) == [
+        "darknet", "detector", "train", str(data), str(cfg), "-gpus", "0",
     ]  # fmt: skip
+    # -clear asked twice (the keyword and extra_args) is passed once.
     assert train_argv("/usr/bin/darknet", "pjreddie", data, cfg, weights, gpus=[0, 1],
-                      clear=True, extra_args=["-nogpu"]) == [
+                      clear=True, extra_args=["-clear"]) == [
         "/usr/bin/darknet", "detector", "train", str(data), str(cfg), str(weights),
-        "-gpus", "0,1", "-clear", "-nogpu",
+        "-gpus", "0,1", "-clear",
     ]  # fmt: skip
 
 
@@ -131,7 +137,7 @@ def test_pjreddie_rejects_fork_flags(files: tuple[Path, Path, Path], flag: str) 
     with pytest.raises(ArgvError, match=flag) as err:
         train_argv("darknet", "pjreddie", data, cfg, extra_args=[flag, "8090"])
     assert flag not in EXTRA_FLAGS["pjreddie"]
-    assert "set it with" in str(err.value) or "positional" in str(err.value)
+    assert "set by the supervisor" in str(err.value) or "positional" in str(err.value)
 
 
 def test_pjreddie_map_option_is_refused(files: tuple[Path, Path, Path]) -> None:
@@ -155,23 +161,26 @@ def test_alexeyab_argv(files: tuple[Path, Path, Path]) -> None:
 
 def test_hankai_argv(files: tuple[Path, Path, Path]) -> None:
     data, cfg, _ = files
-    argv = train_argv("darknet", "hankai", data, cfg, map=True, extra_args=["-verbose"])
+    argv = train_argv("darknet", "hankai", data, cfg, map=True, gpus=[0], extra_args=["-verbose"])
     assert argv == [
         "darknet", "detector", "train", str(data), str(cfg),
-        "-dont_show", "-nocolour", "-map", "-verbose",
+        "-dont_show", "-nocolour", "-map", "-gpus", "0", "-verbose",
     ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("flavour", "extra", "words"),
     [
-        ("alexeyab", ["-map"], "map=True"),
-        ("alexeyab", ["-gpus", "0"], "gpus="),
+        ("alexeyab", ["-map"], "evaluation.source"),
+        ("alexeyab", ["-gpus", "0"], "darknet.gpus"),
+        ("alexeyab", ["-nogpu"], r"darknet.gpus: \[\]"),
+        ("pjreddie", ["-nogpu"], r"darknet.gpus: \[\]"),
+        ("pjreddie", ["-i", "1"], "darknet.gpus"),
         ("hankai", ["-nocolour"], "always passed"),
         ("alexeyab", ["-mAP_epochs"], "needs a whole number"),
         ("alexeyab", ["-mAP_epochs", "-map"], "needs a whole number"),
         ("alexeyab", ["-thresh", "high"], "needs a number"),
-        ("alexeyab", ["-saveweights", "500"], "not allowed for alexeyab"),
+        ("alexeyab", ["-saveweights", "500"], "not allowed for AlexeyAB"),
         ("alexeyab", ["-prefix", "/etc/x"], "not allowed"),
     ],
 )
@@ -201,7 +210,7 @@ def test_relative_paths_become_absolute(
     data, cfg, _ = files
     monkeypatch.chdir(data.parent)
     argv = train_argv("darknet", "pjreddie", data.name, cfg.name)
-    assert argv[3:] == [str(data), str(cfg)]
+    assert argv[3:5] == [str(data), str(cfg)]
 
 
 def test_valid_and_map_argv(files: tuple[Path, Path, Path]) -> None:
@@ -215,6 +224,59 @@ def test_valid_and_map_argv(files: tuple[Path, Path, Path]) -> None:
     ]  # fmt: skip
     with pytest.raises(ArgvError, match="no `detector map`"):
         map_argv("darknet", data, cfg, weights, flavour="pjreddie")
+    with pytest.raises(ArgvError, match=r"\(0, 1\)"):
+        map_argv("darknet", data, cfg, weights, iou_thresh=1.0)
+
+
+# -- the CPU (gpus: []) per flavour -----------------------------------------------------------
+
+
+def test_cpu_argv_per_flavour(files: tuple[Path, Path, Path]) -> None:
+    data, cfg, _ = files
+    # pjreddie's main sets gpu_index = -1 on -nogpu; it is the one flavour with a CPU switch.
+    assert train_argv("darknet", "pjreddie", data, cfg)[-1] == "-nogpu"
+    assert CPU_FLAGS == {"pjreddie": ("-nogpu",), "alexeyab": (), "hankai": ()}
+    # AlexeyAB's main exits on -nogpu: a CPU build trains on the CPU with nothing added.
+    assert train_argv("darknet", "alexeyab", data, cfg, cuda=False)[5:] == ["-dont_show"]
+    with pytest.raises(ArgvError, match="no -nogpu") as err:
+        train_argv("darknet", "hankai", data, cfg)
+    assert err.value.key == "darknet.gpus"
+
+
+@pytest.mark.parametrize(
+    ("flavour", "words"),
+    [("pjreddie", "cudaSetDevice"), ("alexeyab", "GPU=0"), ("hankai", "no -nogpu")],
+)
+def test_a_cuda_build_cannot_train_on_the_cpu(
+    files: tuple[Path, Path, Path], flavour: str, words: str
+) -> None:
+    data, cfg, _ = files
+    fl = cast(Flavour, flavour)
+    with pytest.raises(ArgvError, match=words):
+        train_argv("darknet", fl, data, cfg, cuda=True)
+    assert cpu_problem(fl, cuda=True) is not None
+    assert train_argv("darknet", fl, data, cfg, gpus=[0], cuda=True)[-2:] == ["-gpus", "0"]
+
+
+def test_no_flavour_takes_nogpu_or_i_as_an_extra() -> None:
+    # -nogpu makes AlexeyAB exit, and both belong to darknet.gpus: one truth for the CPU.
+    for flavour in FLAVOURS:
+        assert "-nogpu" not in EXTRA_FLAGS[flavour] and "-i" not in EXTRA_FLAGS[flavour]
+        assert "-clear" in EXTRA_FLAGS[flavour]
+        assert extra_args_problems(flavour, ["-clear"]) == []
+
+
+def test_extra_args_problems_lists_every_item_under_auto() -> None:
+    assert extra_args_problems(None, ["-mjpeg_port", "8090", "-verbose"]) == []
+    problems = extra_args_problems(None, ["; rm -rf /", "-gpus", "1", "-clear", "x" * 500])
+    assert [i for i, _ in problems] == [0, 1, 4]
+    assert "any darknet flavour" in problems[0][1] and "darknet.gpus" in problems[1][1]
+    assert len(problems[2][1]) < 700 and "x" * 61 not in problems[2][1]
+
+
+def test_a_fork_flag_with_its_value_is_one_problem_for_pjreddie() -> None:
+    [(index, message)] = extra_args_problems("pjreddie", ["-mjpeg_port", "8090"])
+    assert index == 0 and "positional" in message and "Allowed: -clear" in message
 
 
 # -- the real pjreddie binary ----------------------------------------------------------------

@@ -33,9 +33,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.darknet.command import cpu_problem, extra_args_problems
 from supervisor.notify.spec import NotifyTargets
 from supervisor.spec.yamlsource import cross_field, shorten
-from supervisor.training.events import Flavour
+from supervisor.training.events import FLAVOURS, Flavour
 from supervisor.training.policy import Diverged, NotLearning, Overfit, Plateau
 
 # --- Defaults. The stop-rule numbers belong to the rule objects in `training/policy.py`
@@ -92,8 +93,10 @@ def _iou_fraction(value: float) -> float:
             "IoU thresholds are fractions: write {fraction} for {percent} %",
             {"fraction": f"{value / 100:g}", "percent": f"{value:g}"},
         )
-    if not 0 < value <= 1:
-        raise PydanticCustomError("fraction", "must be a fraction in (0, 1], e.g. 0.5")
+    if not 0 < value < 1:
+        # A hit needs an IoU above the threshold (the evaluator and darknet alike) and no IoU
+        # exceeds 1, so 1 would score every detection a miss.
+        raise PydanticCustomError("fraction", "must be a fraction in (0, 1), e.g. 0.5")
     return value
 
 
@@ -190,17 +193,6 @@ class Rule(Section):
         return {} if data is True else data
 
 
-_RESERVED_FLAGS = {
-    "-gpus": "darknet.gpus",
-    "-i": "darknet.gpus",
-    "-nogpu": "darknet.gpus (an empty list runs on the CPU)",
-    "-map": "evaluation.source",
-}
-# pjreddie reads its positional arguments after removing the flags it knows; any other flag
-# shifts them (`-map` is read as the weights path, facts §8).
-_PJREDDIE_FLAGS = {"-clear"}
-
-
 class DarknetSpec(Section):
     """Which darknet runs, on which files and GPUs."""
 
@@ -236,9 +228,17 @@ class DarknetSpec(Section):
 
     @field_validator("gpus")
     @classmethod
-    def _gpus_valid(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+    def _gpus_valid(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
         if any(v < 0 for v in value) or len(set(value)) != len(value):
             raise PydanticCustomError("gpus", "GPU indices must be distinct and ≥ 0")
+        flavour = info.data.get("flavour")
+        if not value and flavour in FLAVOURS:
+            # What no build of the flavour can do; `trainsup check` asks again of the binary.
+            problem = cpu_problem(flavour)
+            if problem is not None:
+                raise PydanticCustomError(
+                    "gpus_cpu", "[] asks for the CPU, but {problem}", {"problem": problem}
+                )
         return value
 
     @field_validator("extra_args", mode="before")
@@ -254,23 +254,11 @@ class DarknetSpec(Section):
     @field_validator("extra_args")
     @classmethod
     def _args_allowed(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        findings = []
-        for i, arg in enumerate(value):
-            if arg in _RESERVED_FLAGS:
-                key = _RESERVED_FLAGS[arg]
-                findings.append((str(i), f"{arg} is set by the supervisor from {key}: use that"))
-            elif (
-                info.data.get("flavour") == "pjreddie"
-                and re.match(r"-[A-Za-z]", arg)
-                and arg not in _PJREDDIE_FLAGS
-            ):
-                findings.append(
-                    (
-                        str(i),
-                        f"pjreddie darknet does not know {arg}: an unknown flag shifts its "
-                        "other arguments (it would take it for a file name); it accepts -clear",
-                    )
-                )
+        # The argv builder's table decides (one truth); under `auto` a flag must be one some
+        # flavour takes, and `trainsup check` checks it again against the flavour found.
+        flavour = info.data.get("flavour")
+        problems = extra_args_problems(flavour if flavour in FLAVOURS else None, value)
+        findings = [(str(i), message) for i, message in problems]
         if findings:
             raise cross_field(findings)
         return value

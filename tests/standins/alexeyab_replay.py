@@ -7,7 +7,8 @@ iteration line, and writes weights files the way AlexeyAB does (facts §4): `<ba
 100 iterations, `<base>_<N>` every 1000, `<base>_best` after each `New best mAP!`, into the
 .data file's backup dir, each with a darknet header whose `seen` is iteration × batch. The
 replayed logs kept stdout only, so the `Saving weights to …` lines (stderr) are printed here,
-where AlexeyAB prints them: before the file is written.
+where AlexeyAB prints them: before the file is written. Without arguments it prints
+AlexeyAB's usage line, as the real one does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def option(path: str, key: str) -> str:
 
 def main() -> int:
     args = sys.argv[1:]
+    if not args:
+        # What AlexeyAB's main (darknet.c) does with no arguments; trainsup's probe reads it.
+        print(f"usage: {sys.argv[0]} <function>", file=sys.stderr)
+        return 0
     assert args[:2] == ["detector", "train"], args
     data, cfg = args[2], args[3]
     assert "-dont_show" in args, "AlexeyAB needs -dont_show on a headless machine"
