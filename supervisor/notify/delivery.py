@@ -195,7 +195,7 @@ class Deliverer:
                     target=target.label,
                     error=scrub(f"{type(e).__name__}: {e}"),
                 )
-                await asyncio.sleep(self.config.backoff_base)
+                await asyncio.sleep(max(self.config.backoff_base, 1.0))
 
     async def _step(self, target: NotifyTarget) -> None:
         """Settle the target's head row, or wait for one."""
@@ -217,7 +217,7 @@ class Deliverer:
         outcome = await send(self.client, request, self.config)
         fields = {
             "target": target.label,
-            "event": row.message.event,
+            "kind": row.message.event,
             "message_id": row.message.id,
             "status": outcome.status,
         }

@@ -293,7 +293,8 @@ def finished(job: JobFacts, r: dict[str, Any]) -> Message:
     used = r.get("budget_used")
     if isinstance(used, int | float) and not isinstance(used, bool) and 0 <= used < 0.995:
         parts.append(f"{round((1 - used) * 100):.0f} % of the budget unused.")
-    advice = _get(stop, "advice")
+    # Finished's `stop` has no advice; the Decision before it has.
+    advice = _get(stop, "advice") or _get(job.decision, "advice")
     text = " ".join(parts)
     if advice:
         text += ("\n" if text else "") + f"Advice: {advice}"

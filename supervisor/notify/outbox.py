@@ -128,12 +128,12 @@ class SqliteOutbox:
                 [(message.id, key, label, now) for key, label in targets],
             )
 
-    def _rows(self, where: str, args: tuple[Any, ...]) -> list[Delivery]:
+    def _rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[Delivery]:
         cur = self._db.execute(
             "SELECT d.seq, m.body, d.target, d.label, d.state, d.attempts, d.status, d.error "
             f"FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE {where} "
-            "ORDER BY d.seq",
-            args,
+            "ORDER BY d.seq LIMIT ?",
+            (*args, limit),
         )
         return [
             Delivery(seq, Message.from_json(json.loads(body)), t, label, st, n, status, error)
@@ -141,7 +141,7 @@ class SqliteOutbox:
         ]
 
     def next_pending(self, target: str) -> Delivery | None:
-        rows = self._rows("d.target = ? AND d.state = 'pending' LIMIT 1", (target,))
+        rows = self._rows("d.target = ? AND d.state = 'pending'", (target,), limit=1)
         return rows[0] if rows else None
 
     def _update(
