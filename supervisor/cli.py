@@ -216,7 +216,18 @@ def _preflight(spec: Any, mode: str) -> bool:
     return True
 
 
-def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
+# `trainsup run` exit statuses (README "`run` and the job dir").
+EXIT_DONE, EXIT_FAILED, EXIT_NOT_STARTED, EXIT_DETACHED = 0, 1, 2, 3
+
+
+def _run_job(
+    spec: Any,
+    job_dir: Path,
+    binary: str | None,
+    *,
+    attach: bool = False,
+    detach_on_hangup: bool = False,
+) -> int:
     import asyncio
     import signal
     import time
@@ -240,7 +251,15 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
             last_print[0] = time.monotonic()
             click.echo(line)
 
-    runner = JobRunner(spec, job_dir, RunnerConfig(binary_override=binary), progress)
+    config = RunnerConfig(binary_override=binary)
+    try:
+        if attach:
+            runner = JobRunner.for_job_dir(job_dir, config, progress)
+        else:
+            runner = JobRunner(spec, job_dir, config, progress)
+    except JobSetupError as e:
+        click.echo(f"cannot attach to {job_dir}: {e}", err=True)
+        return EXIT_NOT_STARTED
     interrupts = [0]
 
     def on_sigint() -> None:
@@ -253,21 +272,40 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
         else:
             runner.request_kill()
 
+    def on_sigterm() -> None:
+        # Slurm's --signal before the time limit, systemd, `kill`: a graceful stop.
+        runner.request_stop("asked to stop by SIGTERM")
+
+    def on_sighup() -> None:
+        # A closed SSH session: without a terminal nobody could stop darknet later, so it is
+        # stopped after its next save — or left running for `--attach` when asked.
+        if detach_on_hangup:
+            runner.request_detach()
+        else:
+            runner.request_stop("the terminal hung up (SIGHUP)")
+
     async def go() -> Any:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, on_sigint)  # Slurm's --signal: a graceful stop
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         return await runner.run()
 
     click.echo(f"job dir: {job_dir}")
     try:
         result = asyncio.run(go())
     except (JobSetupError, OSError, ValueError) as e:
-        click.echo(f"\ncannot run job `{spec.name}`: {e}", err=True)
-        return 2
+        click.echo(f"\ncannot run job `{runner.spec.name}`: {e}", err=True)
+        return EXIT_NOT_STARTED
     if tty:
         click.echo()
     r = result.report
+    if result.status == "detached":
+        click.echo(
+            f"\ndetached: darknet keeps training (pid {_pid_of(job_dir)}); follow it again with "
+            f"`trainsup run --attach {job_dir}`"
+        )
+        return EXIT_DETACHED
     stop = r.get("stop")
     if stop and r["status"] == "stopped":
         click.echo(
@@ -284,12 +322,25 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
     for role, k in r.get("kept", {}).items():
         m = f", mAP {k['map'] * 100:.1f} %" if k.get("map") is not None else ""
         click.echo(f"  kept {role}: {k['path']} (iteration {k['iteration']}{m})")
+    for u in r.get("unscored", []):
+        click.echo(
+            f"  unscored (kept, score it with `trainsup evaluate`): {u['path']} — {u['error']}"
+        )
     click.echo(f"  report: {job_dir / 'report.json'}")
-    return 0 if result.status in ("finished", "stopped") else 1
+    return EXIT_DONE if result.status in ("finished", "stopped") else EXIT_FAILED
+
+
+def _pid_of(job_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((job_dir / "launch.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return "?"
 
 
 @main.command()
-@click.argument("job", type=click.Path(path_type=Path))
+@click.argument("job", type=click.Path(path_type=Path), required=False)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -305,12 +356,60 @@ def _run_job(spec: Any, job_dir: Path, binary: str | None) -> int:
     help="Dataset checks before training: errors block the run, "
     "are only shown, or nothing is checked.",
 )
-def run(job: Path, workdir: Path | None, binary: str | None, preflight: str) -> None:
-    """Run JOB in the foreground; Ctrl-C stops after the next save, twice stops at once."""
+@click.option(
+    "--attach",
+    "attach_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue supervising the job in this job dir: its darknet if it still runs, else "
+    "resume it from its newest complete weights.",
+)
+@click.option(
+    "--detach-on-hangup",
+    is_flag=True,
+    help="On SIGHUP (a closed terminal) leave darknet training and exit (status 3) instead "
+    "of stopping it after its next save; continue later with --attach.",
+)
+def run(
+    job: Path | None,
+    workdir: Path | None,
+    binary: str | None,
+    preflight: str,
+    attach_dir: Path | None,
+    detach_on_hangup: bool,
+) -> None:
+    """Run JOB in the foreground; Ctrl-C stops after the next save, twice stops at once.
+
+    Exit status: 0 finished or stopped (weights kept), 1 darknet failed, 2 not started
+    (bad job, failed pre-flight), 3 detached (darknet still runs).
+    """
+    if attach_dir is not None:
+        if job is not None:
+            click.echo("error: give either JOB or --attach JOB_DIR, not both", err=True)
+            sys.exit(EXIT_NOT_STARTED)
+        sys.exit(
+            _run_job(
+                None,
+                attach_dir.absolute(),
+                binary,
+                attach=True,
+                detach_on_hangup=detach_on_hangup,
+            )
+        )
+    if job is None:
+        click.echo("error: missing JOB (a job file), or --attach JOB_DIR", err=True)
+        sys.exit(EXIT_NOT_STARTED)
     spec = _load_spec(job)
     if not _preflight(spec, preflight):
-        sys.exit(2)
-    sys.exit(_run_job(spec, _job_dir(workdir, spec.name).absolute(), binary))
+        sys.exit(EXIT_NOT_STARTED)
+    sys.exit(
+        _run_job(
+            spec,
+            _job_dir(workdir, spec.name).absolute(),
+            binary,
+            detach_on_hangup=detach_on_hangup,
+        )
+    )
 
 
 @main.command()

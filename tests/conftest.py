@@ -29,6 +29,30 @@ def _require(path: Path, what: str) -> Path:
     pytest.skip(msg)
 
 
+STOCK_CFG_DIR = Path("/usr/share/darknet/cfg")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI nothing a test needs may be missing: some tests are parametrized (or marked
+    skipif) from these folders at collection time, where a missing folder would silently
+    collect nothing instead of failing."""
+    if os.environ.get("CI") != "true":
+        return
+    missing = [
+        f"{what} ({path})"
+        for what, path in (
+            ("the shared darknet logs", LOGS),
+            ("Debian's darknet cfgs", STOCK_CFG_DIR),
+        )
+        if not path.is_dir()
+    ]
+    if missing:
+        raise pytest.UsageError(
+            "CI=true but " + " and ".join(missing) + " are missing: CI must have ../shared "
+            "and `apt-get install -y darknet` (scripts/setup.sh does the latter)"
+        )
+
+
 @pytest.fixture(scope="session")
 def logs_dir() -> Path:
     return _require(LOGS, "the shared darknet logs")

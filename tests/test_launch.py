@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from supervisor.darknet.logparse import LAUNCH_MARKER as MARKER
 from supervisor.runtime import launch
 from supervisor.runtime.tail import LogTail

@@ -39,7 +39,15 @@ def rules_for(stop: StopSpec) -> tuple[Rule, ...]:
         rules.append(Plateau(patience=stop.plateau.patience, min_delta=stop.plateau.min_delta))
     if stop.not_learning.enabled:
         nl = stop.not_learning
-        rules.append(NotLearning(after=nl.after, map_below=nl.map_below, window=nl.loss_window))
+        rules.append(
+            NotLearning(
+                after=nl.after,
+                map_below=nl.map_below,
+                window=nl.loss_window,
+                after_share=nl.after_share,
+                after_min=nl.after_min,
+            )
+        )
     return tuple(rules)
 
 

@@ -58,7 +58,7 @@ from supervisor.runtime.records import (
     to_record,
 )
 from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
-from supervisor.runtime.tail import LogTail
+from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
 from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
 from supervisor.training.events import Event, Flavour, Iteration, MapResult, Tick, WeightsSaved
@@ -192,6 +192,7 @@ class JobRunner:
         self._last_checkpoint = 0.0
         self._unwatched_end = False
         self._stop_end: dict[str, Any] = {}
+        self._held: list[tuple[str, dict[str, Any]]] = []
 
     @classmethod
     def for_job_dir(
@@ -322,6 +323,8 @@ class JobRunner:
         adopted = self._restore() if self.attach else None
         self._events = EventsFile(self.job_dir / "events.jsonl")
         self.bus.subscribe(self._events, essential=True)
+        for kind, fields in self._held:
+            self._publish(kind, **fields)
         try:
             return await self._supervise(adopted)
         finally:
@@ -542,22 +545,17 @@ class JobRunner:
                     self._unscored.pop(event.iteration, None)
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
         # rebuilt by reading the log up to the checkpoint again, its events discarded.
-        replay = LogTail(self.tail.path)
-        while replay.offset < offset:
-            lines = replay.read_lines()
-            if not lines:
-                break
-            for text in lines:
-                self.parser.feed_line(text)
+        for text in read_lines_until(self.tail.path, offset):
+            self.parser.feed_line(text)
         self.tail.offset = offset
         handle = self._handle_of_last_launch()
+        self.argv = list(handle.argv)
+        # Published once the events file is open again (it was rewritten above).
         if handle.alive:
-            self._publish("Attached", pid=handle.pid, offset=self.tail.offset)
-            self.argv = list(handle.argv)
+            self._held.append(("Attached", {"pid": handle.pid, "offset": offset}))
             return handle
         self._unwatched_end = True
-        self.argv = list(handle.argv)
-        self._publish("Attached", pid=None, offset=self.tail.offset, gone=True)
+        self._held.append(("Attached", {"pid": None, "offset": offset, "gone": True}))
         return None
 
     def _handle_of_last_launch(self) -> launch.LaunchHandle:
@@ -715,13 +713,20 @@ class JobRunner:
         if self._terminated or (self.stop_decision is None and not self._kill_now):
             return
         stop = self.stop_decision
+        save = self._last_complete
         saved = (
             stop is not None
-            and self._last_complete is not None
-            and self._last_complete.iteration >= stop.iteration
-            and self.snapshots.has(self._last_complete.iteration)
+            and save is not None
+            and save.iteration >= stop.iteration
+            and self.snapshots.has(save.iteration)
         )
-        in_progress = self._pending_save is not None
+        # darknet saves in pairs (pjreddie `.backup` then `_N`; AlexeyAB `_best` or `_N` then
+        # `_last`), and the second `Saving weights` line may not have been read yet when the
+        # first file is complete: only an iteration line after the save proves darknet is done
+        # saving and training again, with the next save ~100 iterations away.
+        in_progress = self._pending_save is not None or (
+            save is not None and self.history.iteration <= save.iteration
+        )
         waited = time.monotonic() - (self._stop_requested_at or time.monotonic())
         limit = self._save_wait(stop)
         if not (self._kill_now or (saved and not in_progress) or waited > limit):

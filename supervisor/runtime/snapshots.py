@@ -46,6 +46,7 @@ class SnapshotStore:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[int, asyncio.Lock] = {}
 
     def path(self, iteration: int) -> Path:
         return self.root / f"{iteration}.weights"
@@ -59,9 +60,11 @@ class SnapshotStore:
     async def take(self, src: Path, iteration: int) -> Path:
         """Copy the save `src` of `iteration` (already complete) to `snapshots/`."""
         dest = self.path(iteration)
-        if dest.exists():
-            return dest
-        return await asyncio.to_thread(self._copy, src, iteration, dest)
+        # One copy per iteration at a time: the `last` save and `_final` can be the same one.
+        async with self._locks.setdefault(iteration, asyncio.Lock()):
+            if dest.exists():
+                return dest
+            return await asyncio.to_thread(self._copy, src, iteration, dest)
 
     def _copy(self, src: Path, iteration: int, dest: Path) -> Path:
         tmp = dest.with_name(f".{dest.name}.tmp")

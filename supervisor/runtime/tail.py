@@ -11,6 +11,7 @@ without any line end is handed out as one (cut) line rather than waited on forev
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -28,6 +29,25 @@ def split_lines(data: bytes) -> tuple[list[str], int]:
         lines.append(data[start : m.start()].decode("utf-8", errors="replace"))
         start = m.end()
     return lines, start
+
+
+def read_lines_until(path: Path, end: int) -> Iterator[str]:
+    """The whole lines in the first `end` bytes of `path` (a checkpointed offset always ends a
+    line), read in pieces: a log of gigabytes is never in memory at once."""
+    with path.open("rb") as f:
+        buf = b""
+        left = end
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
+            buf += data
+            lines, used = split_lines(buf)
+            yield from lines
+            buf = buf[used:]
+        if buf:
+            yield buf.decode("utf-8", errors="replace").rstrip("\r")
 
 
 class LogTail:
