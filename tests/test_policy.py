@@ -341,3 +341,35 @@ def test_infer_schedule_from_printed_rates(
     its = [Iteration(i + 1, 1.0, 1.0, r) for i, r in enumerate(rates)]
     s = infer_schedule(its)
     assert s.burn_in == burn_in and s.steps == steps
+
+
+def test_the_first_descent_from_scratch_is_not_divergence() -> None:
+    # The run: burn_in 50, avg loss 24 until iteration 40, then down to 1.2 by 70.
+    # The last-100-iteration mean at 72 is ~13× the minimum, yet the loss never rose.
+    def descent(i: int) -> float:
+        return 24.0 if i <= 40 else max(1.2, 24.0 * (1.2 / 24.0) ** ((i - 40) / 30))
+
+    events = run(400, lambda i: descent(i) + 0.05 * math.sin(i))
+    assert first_stop(only(Diverged()), events, Schedule(burn_in=50)) is None
+
+
+def test_a_single_spike_is_not_a_sustained_blow_up() -> None:
+    events = run(1000, lambda i: 20.0 if 600 <= i < 640 else falling(i))
+    assert first_stop(only(Diverged(loss_factor=10, window=100)), events) is None
+
+
+def test_not_learning_is_judged_at_a_share_of_a_short_run() -> None:
+    maps = {i: 0.01 for i in range(100, 1501, 100)}
+    events = run(1500, lambda i: 3.0 + 0.1 * math.sin(i), maps)
+    stop = first_stop(only(NotLearning()), events, Schedule(max_batches=1500))
+    assert stop is not None and stop.rule == "not_learning"
+    assert stop.iteration == 375  # 25 % of max_batches, long before the absolute 2000
+    assert "25% of max_batches 1500" in stop.reason
+
+
+def test_not_learning_share_is_floored_and_capped() -> None:
+    rule = NotLearning(after=2000, after_share=0.25, after_min=300)
+    assert rule.judged_from(Schedule(max_batches=400)) == 300
+    assert rule.judged_from(Schedule(max_batches=50000)) == 2000
+    assert rule.judged_from(Schedule()) == 2000  # max_batches unknown (a replayed log)
+    assert NotLearning(after=5000, after_share=None).judged_from(Schedule(max_batches=6000)) == 5000

@@ -68,6 +68,8 @@ OVERFIT_SPAN = _OVERFIT.span  # ... spanning at least this many iterations
 NOT_LEARNING_AFTER = _NOT_LEARNING.after  # give the network this long before judging it
 NOT_LEARNING_MAP_BELOW = _NOT_LEARNING.map_below  # mAP still under this means not learning
 NOT_LEARNING_LOSS_WINDOW = _NOT_LEARNING.window  # iterations a falling avg loss is looked for in
+NOT_LEARNING_AFTER_SHARE = _NOT_LEARNING.after_share  # ... or this share of max_batches if sooner
+NOT_LEARNING_AFTER_MIN = _NOT_LEARNING.after_min  # ... but never before this iteration
 DIVERGED_LOSS_FACTOR = _DIVERGED.loss_factor  # avg loss above this × its minimum: diverged
 DIVERGED_NAN = _DIVERGED.nan  # NaN/inf loss (darknet prints -nan) never recovers
 
@@ -354,6 +356,24 @@ class NotLearningRule(Rule):
         default=NOT_LEARNING_LOSS_WINDOW,
         description="iterations over which a falling loss is looked for",
     )
+    after_share: Annotated[StrictFloat, Field(gt=0, le=1)] | None = Field(
+        default=NOT_LEARNING_AFTER_SHARE,
+        description="judge from this share of the cfg's max_batches when that comes before "
+        "`after`; null = from `after` only (also when `after` is set and this is not)",
+    )
+    after_min: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=NOT_LEARNING_AFTER_MIN,
+        description="never judge before this iteration, however short the run",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _after_alone(cls, data: Any) -> Any:
+        # A job file that names `after` alone (written before `after_share` existed) meant
+        # that iteration on any run length; settled here so that job.yaml round-trips it.
+        if isinstance(data, dict) and "after" in data and "after_share" not in data:
+            return {**data, "after_share": None}
+        return data
 
 
 class DivergedRule(Rule):

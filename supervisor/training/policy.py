@@ -264,9 +264,14 @@ class Overfit:
 class NotLearning:
     """Model not learning: loss stays high/flat, mAP stays near zero.
 
-    After `after` iterations, the best mAP is below `map_below` and, over the last `window`
-    iterations, the avg loss of the second half is not lower (by `min_loss_drop`, relative)
-    than that of the first half.
+    Judged after a share of the run, not after a fixed count, so that a dead 1 500-iteration
+    run is stopped at a fraction of its budget as surely as a 50 000-iteration one: from
+    `after_share` of the cfg's max_batches (at least `after_min` iterations, at most `after`;
+    `after` alone when max_batches is unknown or `after_share` is None). Then it fires when
+    the best mAP is below `map_below` and the avg loss is not falling well: the mean of the
+    latest half of the last `window` iterations (at most the judging point, so a short run
+    does not reach back into its first descent) is not `min_loss_drop` (relative) lower than
+    the mean of the half before it.
     Without any evaluation there is no mAP evidence and the rule does not fire.
     """
 
@@ -275,30 +280,46 @@ class NotLearning:
     map_below: float = 0.05
     window: int = 1000
     min_loss_drop: float = 0.02
+    after_share: float | None = 0.25
+    after_min: int = 300
+
+    def judged_from(self, s: Schedule) -> int:
+        """The iteration from which the rule may fire, for this run's schedule."""
+        if self.after_share is None or not s.max_batches:
+            return self.after
+        share = round(self.after_share * s.max_batches)
+        return min(self.after, max(self.after_min, share))
 
     def check(self, h: History, s: Schedule) -> Stop | None:
-        if h.iteration < self.after or not any(e.valid for e in h.evaluations):
+        start = self.judged_from(s)
+        if h.iteration < start or not any(e.valid for e in h.evaluations):
             return None
         best = h.best.map if h.best else 0.0
         if best >= self.map_below:
             return None
         it = h.iteration
-        half = self.window // 2
+        window = min(self.window, start)
+        half = window // 2
         recent = h.loss.mean(it - half + 1, it)
         before = h.loss.mean(it - 2 * half + 1, it - half)
         if recent is None or before is None or recent < before * (1 - self.min_loss_drop):
             return None
+        when = f"after {it} iterations"
+        if s.max_batches:
+            when += f" ({it / s.max_batches:.0%} of max_batches {s.max_batches})"
         return Stop(
             self.name,
-            f"after {it} iterations the best mAP is {pct(best)} (below {pct(self.map_below)}) "
-            f"and avg loss is not falling ({before:.3f} → {recent:.3f} over the last "
-            f"{self.window} iterations)",
+            f"{when} the best mAP is {pct(best)} (below {pct(self.map_below)}) and avg loss "
+            f"is not falling well ({before:.3f} → {recent:.3f} over the last {2 * half} "
+            f"iterations, less than {self.min_loss_drop:.0%} lower)",
             it,
             {
                 "best_map": best,
                 "map_below": self.map_below,
                 "loss_before": before,
                 "loss_recent": recent,
+                "judged_from": start,
+                "max_batches": s.max_batches,
             },
             "Check the data before training longer: .names order against label class ids, "
             "spot-check label files (YOLO format: class x_center y_center width height, "
@@ -311,8 +332,11 @@ class Diverged:
     """Training blew up: the loss is NaN/inf, or far above the lowest it reached.
 
     NaN: `nan_lines` consecutive iteration lines with a non-finite avg loss (darknet's avg is
-    an EMA, so once NaN it stays NaN). Blow-up: the avg loss over the last `window` iterations
-    is more than `loss_factor` times the lowest avg loss seen.
+    an EMA, so once NaN it stays NaN). Blow-up: the avg loss *rose* to more than `loss_factor`
+    times a minimum it had reached *before* the last `window` iterations, and stayed there:
+    the mean of the window and the mean of its latest half are both above that bound. The
+    first descent of a run from scratch (24 → 1.2 in 70 iterations) is never a blow-up: its
+    minimum is always its latest value, inside the window, however high the window's mean.
     """
 
     name: ClassVar[str] = "diverged"
@@ -334,16 +358,31 @@ class Diverged:
                 {"nan_streak": h.nan_streak},
                 advice,
             )
-        low = h.min_avg_loss
-        recent = h.loss_around(h.iteration, self.window)
-        if low is None or low <= 0 or recent is None or recent <= self.loss_factor * low:
+        low, low_at = h.min_avg_loss, h.min_avg_loss_iteration
+        it = h.iteration
+        start = it - self.window + 1
+        # The run's lowest loss lies before the window: every loss since is higher, so the
+        # loss has risen from it. A minimum inside the window means the loss is still falling.
+        if low is None or low_at is None or low <= 0 or low_at >= start:
+            return None
+        bound = self.loss_factor * low
+        recent = h.loss.mean(start, it)
+        latest = h.loss.mean(it - self.window // 2 + 1, it)
+        if recent is None or latest is None or recent <= bound or latest <= bound:
             return None
         return Stop(
             self.name,
-            f"avg loss {recent:.3f} is {recent / low:.0f}× its minimum {low:.3f} "
-            f"(iteration {h.min_avg_loss_iteration})",
-            h.iteration,
-            {"loss_recent": recent, "loss_min": low, "loss_factor": self.loss_factor},
+            f"avg loss rose to {recent:.3f} over the last {self.window} iterations, "
+            f"{recent / low:.0f}× its minimum {low:.3f} (iteration {low_at}), and stays there "
+            f"({latest:.3f} over the latest {self.window // 2})",
+            it,
+            {
+                "loss_recent": recent,
+                "loss_latest": latest,
+                "loss_min": low,
+                "loss_min_iteration": low_at,
+                "loss_factor": self.loss_factor,
+            },
             advice,
         )
 
