@@ -3,21 +3,88 @@
 The same parser, history and policy as the live runner, so what `analyze` says about an old
 log is what the supervisor would have done. The one difference: a replay cannot evaluate
 weights itself, so a log without darknet's own mAP lines has no mAP evidence.
+
+The log is streamed (users analyse week-long logs of gigabytes): events are folded into the
+history chunk by chunk and none is kept, so memory is the history itself — 24 bytes per
+iteration line in its loss arrays, plus the evaluations, saves and errors the report lists.
+Without `--cfg` the policy needs the schedule that the printed learning rate shows over the
+*whole* log (burn_in gates the rules, the last step lengthens the plateau patience) before it
+can decide on the first line. A quick scan reads the rates first (`_scan_rates`, one regex over
+each chunk); the replay then collects the same rates from the parser's own events, and should
+the two schedules differ (a line the scan read differently from the parser), the replay is run
+again with the parser's, so the answer is always the parser's.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from supervisor.darknet.logparse import LogParser
+from supervisor.darknet.logparse import LogFile, LogParser
 from supervisor.training.diagnose import gpu_advice
-from supervisor.training.events import Event, Flavour, Iteration, MapResult
+from supervisor.training.events import Flavour, Iteration, MapResult
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
 from supervisor.training.schedule import Schedule, infer_schedule
+
+# (phase, bytes done, bytes in all): `scan` reads the rates, `replay` runs the policy, `done`
+# once at the end.
+Progress = Callable[[str, int, int], None]
+
+# Logs smaller than this replay in about a second: no progress bar for them.
+PROGRESS_MIN_BYTES = 16 << 20
+_PHASES = {"scan": "reading rates", "replay": "replaying"}
+
+
+class TerminalProgress:
+    """A one-line progress bar for a long replay, redrawn with `\\r` at most 5 times a second.
+
+    Cleared at `done`, so that the report that follows starts on a clean line.
+    """
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self._shown = 0.0
+        self._drawn = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase == "done":
+            if self._drawn:
+                self.stream.write("\r" + " " * (self.width + 40) + "\r")
+                self.stream.flush()
+            return
+        now = time.monotonic()
+        if now - self._shown < 0.2 and done < total:
+            return
+        self._shown = now
+        share = min(1.0, done / total) if total else 1.0
+        bar = "#" * round(share * self.width)
+        self.stream.write(
+            f"\r{_PHASES.get(phase, phase):>13} [{bar:<{self.width}}] {share:4.0%}"
+            f" {done >> 20}/{total >> 20} MB"
+        )
+        self.stream.flush()
+        self._drawn = True
+
+
+def terminal_progress(path: Path, stream: TextIO | None = None) -> Progress | None:
+    """A progress bar on `stream` (stderr) for a long log, when it is a terminal; else None."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        big = path.stat().st_size >= PROGRESS_MIN_BYTES
+    except OSError:
+        return None
+    return TerminalProgress(stream) if big and stream.isatty() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +97,12 @@ class Analysis:
     schedule: Schedule
     stop: Stop | None
     kept: Evaluation | None
+    encoding: str = "utf-8"
+    lines: int = 0
+    undecodable: int = 0  # characters that were not text: U+FFFD for bad bytes, NUL
+    chars: int = 0
+    binary: bool = False
+    events: int = 0  # events the parser read (iterations, evaluations, saves, errors …)
 
     @property
     def iterations_saved(self) -> int | None:
@@ -90,7 +163,32 @@ class Analysis:
                 for g in h.gpu_errors
             ],
             "fatal_errors": [{"line": f.line, "message": f.message} for f in h.fatal_errors],
+            "input": {
+                "encoding": self.encoding,
+                "lines": self.lines,
+                "undecodable": self.undecodable,
+                "binary": self.binary,
+            },
+            "not_a_log": self.not_a_log,
         }
+
+    @property
+    def not_a_log(self) -> str | None:
+        """Why this file is not a darknet log, when nothing in it says it is one."""
+        if self.history.last is not None:
+            return None
+        if self.binary:
+            share = self.undecodable / max(1, self.chars)
+            return (
+                f"this is not a darknet log: {share:.0%} of it is not text (binary data?); "
+                "give the file darknet's console output was written to"
+            )
+        if self.events == 0 and self.flavour is None:
+            return (
+                "this does not look like a darknet log: no iteration, mAP, save, error or "
+                "banner line in it; give the file darknet's console output was written to"
+            )
+        return None
 
 
 def _num(x: float | int | None) -> float | int | None:
@@ -104,15 +202,159 @@ def _point(e: Evaluation | None) -> dict[str, Any] | None:
     return None if e is None else {"iteration": e.iteration, "map": e.map}
 
 
-def read_events(path: Path, flavour: Flavour | None = None) -> tuple[list[Event], Flavour | None]:
-    """All events of a log file, and the flavour the parser settled on."""
+class _RateRuns:
+    """The (iteration, rate) pairs that decide `infer_schedule`, in bounded memory.
+
+    Only the first and the last pair of each run of equal rates are kept: the peak, the first
+    iteration at the peak and every step (a fall between two neighbours, confirmed by the next
+    one) are the same over these as over all pairs. A run of 10 000 iterations at one rate costs
+    two entries; only a rate that changes on every line (the burn-in ramp) costs one per line.
+    """
+
+    __slots__ = ("_run", "its", "rates")
+
+    def __init__(self) -> None:
+        self.its: array[int] | list[int] = array("q")
+        self.rates = array("d")
+        self._run = 0  # length of the current run of equal rates, as seen so far
+
+    def add(self, iteration: int, rate: float) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            return  # infer_schedule skips these too
+        if self._run and rate == self.rates[-1]:
+            self._run += 1
+            if self._run > 2:
+                self._set_last(iteration)  # the run's last pair moves on
+                return
+        else:
+            self._run = 1
+        try:
+            self.its.append(iteration)
+        except OverflowError:
+            self.its = list(self.its)
+            self.its.append(iteration)
+        self.rates.append(rate)
+
+    def _set_last(self, iteration: int) -> None:
+        try:
+            self.its[-1] = iteration
+        except OverflowError:
+            self.its = list(self.its)
+            self.its[-1] = iteration
+
+    def iterations(self) -> Iterator[Iteration]:
+        for it, rate in zip(self.its, self.rates, strict=True):
+            yield Iteration(it, 0.0, 0.0, rate)
+
+    def schedule(self) -> Schedule:
+        return infer_schedule(self.iterations())
+
+
+# The iteration and rate of every per-iteration line, for the scan: the parser's patterns
+# (pjreddie/AlexeyAB, then hank-ai) cut down to the rate and anchored on a line end, which the
+# regex engine finds by a fast search (a line with a prefix before its number is left to the
+# replay's check).
+_RATE_RE = re.compile(
+    r"[\n\r][ \t]*(\d+):[ \t]*(?:[^,\s]+,[ \t]*[^,\s]+[ \t]+avg(?: loss)?,[ \t]*([^,\s]+)[ \t]+rate"
+    r"|loss=[^,\s]+,[ \t]*avg loss=[^,\s]+,[^\r\n]*?rate=([^,\s]+))"
+)
+
+
+def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
+    """The learning rates of a log by one regex pass (a first guess; see module docstring)."""
+    runs = _RateRuns()
+    log = LogFile(path)
+    rest = "\n"  # the line end before the first line
+    # Only the ends of each run of one printed rate matter (`_RateRuns`): convert only those.
+    rate_text = ""
+    run_it = ""
+    run_len = 0
+    for text in chain(log.chunks(), ("\n",)):
+        text = rest + text
+        cut = max(text.rfind("\n"), text.rfind("\r"))
+        rest = text[cut:]
+        for it, rate, hank_rate in _RATE_RE.findall(text, 0, cut + 1):
+            rate = rate or hank_rate
+            if rate == rate_text:
+                run_len += 1
+            else:
+                if run_len >= 2:
+                    _add_text(runs, run_it, rate_text)
+                _add_text(runs, it, rate)
+                rate_text = rate
+                run_len = 1
+            run_it = it
+        if progress is not None and log.size:
+            progress("scan", log.bytes_read, log.size)
+    if run_len >= 2:
+        _add_text(runs, run_it, rate_text)
+    return runs
+
+
+def _add_text(runs: _RateRuns, it: str, rate: str) -> None:
+    with suppress(ValueError):  # not a number to the parser either
+        runs.add(int(it), float(rate))
+
+
+@dataclass(slots=True)
+class _Replay:
+    history: History
+    stop: Stop | None
+    kept: Evaluation | None
+    log: LogFile
+    parser: LogParser
+    runs: _RateRuns | None
+
+
+def _replay(
+    path: Path,
+    policy: Policy,
+    schedule: Schedule,
+    flavour: Flavour | None,
+    progress: Progress | None,
+    collect_rates: bool,
+) -> _Replay:
+    """One pass: parse, fold into the history, let the policy decide until it first stops."""
+    log = LogFile(path)
     parser = LogParser(flavour)
-    events: list[Event] = []
-    with path.open("rb") as f:
-        for raw in f:
-            events.extend(parser.feed(raw.decode("utf-8", errors="replace")))
-    events.extend(parser.close())
-    return events, parser.flavour
+    runs = _RateRuns() if collect_rates else None
+    run_rate = math.nan  # the run of equal rates being read (see `_scan_rates`)
+    run_it = 0
+    run_len = 0
+    h = History()
+    stop: Stop | None = None
+    kept: Evaluation | None = None
+    decide = policy.decide
+    chunks = log.chunks()
+    while True:
+        text = next(chunks, None)
+        events = parser.feed(text) if text is not None else parser.close()
+        for e in events:
+            h = h.add(e)
+            if isinstance(e, Iteration):
+                if runs is not None:
+                    if e.rate == run_rate:
+                        run_len += 1
+                    else:
+                        if run_len >= 2:
+                            runs.add(run_it, run_rate)
+                        runs.add(e.iteration, e.rate)
+                        run_rate = e.rate
+                        run_len = 1
+                    run_it = e.iteration
+            elif not isinstance(e, MapResult):
+                continue
+            if stop is None:
+                d = decide(h, schedule)
+                if isinstance(d, Stop):
+                    stop, kept = d, h.best
+        if text is None:
+            break
+        if progress is not None and log.size:
+            progress("replay", log.bytes_read, log.size)
+    if runs is not None and run_len >= 2:
+        runs.add(run_it, run_rate)
+    return _Replay(h, stop, kept, log, parser, runs)
 
 
 def analyze_log(
@@ -120,29 +362,52 @@ def analyze_log(
     policy: Policy | None = None,
     schedule: Schedule | None = None,
     flavour: Flavour | None = None,
+    progress: Progress | None = None,
 ) -> Analysis:
-    """Replay `path`; the policy decides after every iteration line and every evaluation."""
+    """Replay `path`; the policy decides after every iteration line and every evaluation.
+
+    Without `schedule` it is inferred from the printed learning rate (module docstring).
+    `progress`, when given, is called after each chunk read (about 1 MB).
+    """
     policy = policy or Policy()
-    events, detected = read_events(path, flavour)
-    if schedule is None:
-        schedule = infer_schedule(e for e in events if isinstance(e, Iteration))
-    h = History()
-    stop: Stop | None = None
-    kept: Evaluation | None = None
-    for e in events:
-        h = h.add(e)
-        if stop is None and isinstance(e, Iteration | MapResult):
-            d = policy.decide(h, schedule)
-            if isinstance(d, Stop):
-                stop, kept = d, h.best
-    return Analysis(str(path), detected, h, schedule, stop, kept)
+    if schedule is not None:
+        r = _replay(path, policy, schedule, flavour, progress, collect_rates=False)
+    else:
+        guess = _scan_rates(path, progress).schedule()
+        r = _replay(path, policy, guess, flavour, progress, collect_rates=True)
+        assert r.runs is not None
+        schedule = r.runs.schedule()
+        if schedule != guess:
+            r = _replay(path, policy, schedule, flavour, progress, collect_rates=False)
+    if progress is not None:
+        progress("done", r.log.size, r.log.size)
+    summary = r.parser.summary
+    return Analysis(
+        str(path),
+        r.parser.flavour,
+        r.history,
+        schedule,
+        r.stop,
+        r.kept,
+        encoding=r.log.encoding or "utf-8",
+        lines=summary.lines,
+        undecodable=r.log.undecodable,
+        chars=r.log.chars,
+        binary=r.log.binary,
+        events=sum(summary.counts.values()),
+    )
 
 
 def format_analysis(a: Analysis, rows: int = 20) -> str:
     """The human report: the curve, each evaluation, where the policy stops and what it keeps."""
     h = a.history
     out = [f"log: {a.log}", f"flavour: {a.flavour or 'unknown'}"]
-    if h.last is None:
+    if a.encoding.startswith("utf-16"):
+        out.append(f"encoding: {a.encoding.upper()} (read as such)")
+    not_a_log = a.not_a_log
+    if not_a_log is not None:
+        out.append(not_a_log)
+    elif h.last is None:
         out.append("no iteration lines: darknet did not train")
     else:
         out.append(
@@ -156,15 +421,22 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         out.append("")
         out.append(f"{'iteration':>10}  {'avg loss':>10}  {'mAP':>8}")
         evals = {e.iteration: e for e in h.evaluations}
-        pts = h.loss.points()
-        step = max(1, len(pts) // rows)
-        shown = {it for k, (it, _) in enumerate(pts) if k % step == 0 or k == len(pts) - 1}
-        shown |= set(evals)
-        for it, avg in pts:
-            if it in shown:
-                e = evals.get(it)
-                m = "" if e is None else (pct(e.map) if e.valid else "invalid")
-                out.append(f"{it:>10}  {avg:>10.4f}  {m:>8}")
+        loss = h.loss
+        n = len(loss)
+        step = max(1, n // rows)
+        # Every `step`-th point, the last and the evaluated ones, found by index: the whole
+        # curve as a list of points would be the biggest object of a long log's report.
+        shown = set(range(0, n, step))
+        shown.add(n - 1)
+        for it in evals:
+            k = loss.find(it)
+            if k is not None:
+                shown.add(k)
+        for k in sorted(shown):
+            it, avg = loss.point(k)
+            e = evals.get(it)
+            m = "" if e is None else (pct(e.map) if e.valid else "invalid")
+            out.append(f"{it:>10}  {avg:>10.4f}  {m:>8}")
     out.append("")
     if h.evaluations:
         out.append(f"mAP evaluations: {len(h.evaluations)}")

@@ -35,12 +35,28 @@ Decisions (each one is a choice a reader of the events should know about):
   follows a resize, and the policy needs to see that one happened.
 - The last line of an input that does not end with a newline may be cut mid-write: it only
   yields an event when the event cannot be a truncation (`close()` reads it strictly).
+- Line ends are `\n`, `\r\n` and a lone `\r`, each one line (as Python's universal newlines
+  and most editors count them): hank-ai and AlexeyAB's mAP progress rewrite a line with `\r`,
+  and a log saved with CR-only ends is otherwise one line. Each `\r` segment is read, so a
+  progress segment followed by a result on the same terminal line loses neither.
+- pjreddie's block-buffered stdout, without `stdbuf`, is cut wherever stderr's `Saving weights
+  to …` lands (facts §1 "Interleaved streams"). The cut iteration line still gives an
+  `Iteration` when its number, loss and avg are whole; what the cut lost is None (seconds,
+  images) or NaN (the rate, which is a float). When the cut falls before the avg, the fragment
+  waits for its tail (the start of a later line, when the next stdout block arrives) and the
+  joined line is read as one, on the tail's line; a fragment no tail completes within
+  `_FRAGMENT_LINES` lines is dropped, like a line that lost its number.
+- A log's encoding is found from its first bytes (`LogFile`): a BOM (UTF-8, UTF-16) or the NUL
+  pattern of UTF-16 without BOM (PowerShell's `Tee-Object` and `>` write UTF-16LE), else
+  UTF-8; undecodable bytes become U+FFFD and are counted, so that binary data can be told
+  from a log in which darknet did not train.
 """
 
 from __future__ import annotations
 
 import codecs
 import math
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -67,11 +83,14 @@ from supervisor.training.events import (
 )
 
 __all__ = [
+    "LogFile",
     "LogParser",
     "LogReadError",
+    "detect_encoding",
     "detect_flavour",
     "parse_file",
     "parse_lines",
+    "split_lines",
 ]
 
 # ESC[H ESC[J <status> BEL is AlexeyAB's since-2023 status line: its text repeats the iteration
@@ -98,6 +117,23 @@ _ITER_RE = re.compile(
     + _F
     + r"\s+(?:hours|time) left)?"
 )
+# The part of a pjreddie iteration line left before an interleaved `Saving weights to` (facts §1):
+# number, loss and avg always; rate, seconds and images only when their word follows them.
+_CUT_ITER_RE = re.compile(
+    r"(?<!\d)(\d+):\s*"
+    + _F
+    + r",\s*"
+    + _F
+    + r"\s+avg( loss)?(?:,\s*"
+    + _F
+    + r"\s+rate(?:,\s*"
+    + _F
+    + r"\s+seconds?(?:,\s*(\d+)\s+images)?)?)?"
+)
+# A fragment cut before its avg: an iteration number and at most the start of the loss and avg.
+_FRAGMENT_RE = re.compile(r"(?<!\d)\d+:\s*[^,\s]*(?:,\s*[^,\s]*)?\s*$")
+_FRAGMENT_LINES = 32  # stderr lines a fragment's tail may come after (a burst of saves)
+_SAVING = "Saving weights to "
 _HANK_ITER_RE = re.compile(r"(?<!\d)(\d+):\s*loss=" + _F + r",\s*avg loss=" + _F + r"(.*)")
 _DUR_RE = re.compile(
     r"([-+]?\d+(?:\.\d*)?)\s*(microsecond|millisecond|second|minute|hour|day|week)s?$"
@@ -178,6 +214,35 @@ def launch_marker(number: int, argv: list[str], when: float) -> str:
     return f"{LAUNCH_MARKER} {number} at {stamp} ({when:.3f}): {' '.join(argv)}\n"
 
 
+# `Iteration` is built by setting its slots, not by its frozen `__init__`: one per iteration
+# line, it was a third of the parser's time on them (1 µs of 3); the object is the same. The
+# field list is checked here so that a field added to `Iteration` fails at import, not later.
+_IT_FIELDS = (
+    "iteration",
+    "loss",
+    "avg_loss",
+    "rate",
+    "seconds",
+    "images",
+    "hours_left",
+    "line",
+    "time",
+)
+assert tuple(Iteration.__dataclass_fields__) == _IT_FIELDS, "Iteration changed: update logparse"
+_NEW = object.__new__
+(
+    _IT_ITERATION,
+    _IT_LOSS,
+    _IT_AVG,
+    _IT_RATE,
+    _IT_SECONDS,
+    _IT_IMAGES,
+    _IT_HOURS,
+    _IT_LINE,
+    _IT_TIME,
+) = (Iteration.__dict__[name].__set__ for name in _IT_FIELDS)
+
+
 class LogReadError(OSError):
     """A darknet log could not be read; the message names the file and the reason."""
 
@@ -205,19 +270,30 @@ def _duration(text: str) -> float | None:
 
 
 def _clean(line: str) -> str:
-    """The text a terminal would show: escapes removed, the last `\\r` segment with text."""
+    """The text a terminal would show: escapes and BEL removed (`\\r` is a line end already)."""
     if "\x1b" in line:
         line = _ESC_RE.sub("", line)
     if "\x07" in line:
         line = line.replace("\x07", "")
-    if "\r" in line:
-        line = line.rstrip("\r")
-        if "\r" in line:
-            for seg in reversed(line.split("\r")):
-                if seg.strip():
-                    return seg
-            return ""
     return line
+
+
+def split_lines(text: str) -> tuple[list[str], str]:
+    """The whole lines of `text` (without their ends) and the unfinished rest.
+
+    `\\n`, `\\r\\n` and a lone `\\r` each end one line. A `\\r` at the very end stays in the rest:
+    the `\\n` of its CRLF may come with the next chunk (prepend the rest to it). At the end of
+    input, a rest ending in `\\r` is a whole line (drop the `\\r`); any other rest is a last line
+    without its end, possibly cut mid-write.
+    """
+    if "\r" in text:
+        if text[-1] == "\r":
+            lines = text[:-1].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            return lines, lines.pop() + "\r"
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    else:
+        lines = text.split("\n")
+    return lines, lines.pop()
 
 
 @dataclass(slots=True)
@@ -264,6 +340,8 @@ class LogParser:
         self._r_count = 0
         self._r_sum = 0.0
         self._counts: dict[str, int] = {}
+        self._fragment: str | None = None  # an iteration line cut before its avg (see docstring)
+        self._fragment_age = 0
 
     @property
     def flavour(self) -> Flavour | None:
@@ -278,17 +356,31 @@ class LogParser:
     # ---- public feeding API -------------------------------------------------------------
 
     def feed_line(self, line: str) -> list[Event]:
-        """Events from one whole line (without its trailing newline)."""
+        """Events from one whole line (without its trailing newline).
+
+        A `\\r` inside it ends a line too (module docstring): each segment counts as a line; a
+        trailing `\\r` (of a CRLF) adds none.
+        """
+        if "\r" in line:
+            parts, rest = split_lines(line)
+            if rest and rest != "\r":
+                parts.append(rest)
+            out: list[Event] = []
+            for part in parts:
+                self._lineno += 1
+                got = self._line(part)
+                if got:
+                    out.extend(got)
+            return out
         self._lineno += 1
         return self._line(line) or []
 
     def feed(self, chunk: str) -> list[Event]:
         """Events from arbitrary text; an unfinished last line waits for the next chunk."""
-        if "\n" not in chunk:
+        if "\n" not in chunk and "\r" not in chunk:
             self._buf += chunk
             return []
-        parts = (self._buf + chunk).split("\n")
-        self._buf = parts.pop()
+        parts, self._buf = split_lines(self._buf + chunk)
         out: list[Event] = []
         for part in parts:
             self._lineno += 1
@@ -300,6 +392,11 @@ class LogParser:
     def close(self) -> list[Event]:
         """End of input: read an unterminated last line strictly and drop unfinished state."""
         out: list[Event] = []
+        if self._buf.endswith("\r"):
+            # Its line end came (a lone `\r`, or a CRLF whose `\n` never will): a whole line.
+            self._lineno += 1
+            out.extend(self._line(self._buf[:-1]) or ())
+            self._buf = ""
         if self._buf:
             self._lineno += 1
             self._strict = True
@@ -308,6 +405,7 @@ class LogParser:
             finally:
                 self._strict = False
             self._buf = ""
+        self._fragment = None
         if self._resize_line:
             # The size never came: the resize still happened, and OOM often follows it.
             out.append(self._count(Resized(None, None, self._last_iter, self._resize_line)))
@@ -320,8 +418,12 @@ class LogParser:
     # ---- dispatch -------------------------------------------------------------------------
 
     def _line(self, raw: str) -> list[Event] | None:
-        if "\x1b" in raw or "\r" in raw or "\x07" in raw:
+        if "\x1b" in raw or "\x07" in raw:
             raw = _clean(raw)
+        if self._fragment is not None:
+            joined = self._join(raw)
+            if joined is not None:
+                return joined
         s = raw.strip()
         if not s:
             return None
@@ -337,7 +439,8 @@ class LogParser:
                 return None
         elif c == "L":
             if s.startswith("Loaded:"):
-                return None
+                # pjreddie prints it on stdout every iteration: a save can be glued to it.
+                return self._saving(s) if "Sav" in s and _SAVING in s else None
             if s.startswith("Last accuracy"):
                 if self._rank < 2:
                     self._hint("alexeyab")
@@ -376,6 +479,9 @@ class LogParser:
                 return size
         if "IOU: " in s and "count: " in s and self._region(s):
             return None
+        if _SAVING in s:
+            # Before the iteration patterns: an interleaved save may have cut one (docstring).
+            return self._saving(s)
         if "avg" in s:
             if "loss=" in s:
                 hm = _HANK_ITER_RE.search(s)
@@ -403,8 +509,6 @@ class LogParser:
             return None
         if "Resizing" in s:
             return self._resizing(s)
-        if "Saving weights to " in s:
-            return self._saving(s)
         for trig in _ERROR_TRIGGERS:
             if trig in s:
                 return self._error(s)
@@ -486,9 +590,17 @@ class LogParser:
             hours = _num(t_hours)
             if hours is not None and hours < 0:
                 hours = None
-        if self._rank < 2:
-            self._hint("alexeyab" if avg_loss_word or t_hours is not None else "pjreddie")
-        return self._emit_iteration(int(it), loss, avg, rate, _num(t_secs), int(images), hours)
+        if self._rank < 2 and (avg_loss_word or t_hours is not None):
+            self._hint("alexeyab")
+        elif self._rank < 1:
+            self._hint("pjreddie")
+        out = self._emit_iteration(int(it), loss, avg, rate, _num(t_secs), int(images), hours)
+        if m.end() < len(s) and _SAVING in s:
+            # Cut right after `images` by a save (module docstring): the save is on it too.
+            saved = self._saving(s[s.index(_SAVING) :])
+            if saved:
+                out.extend(saved)
+        return out
 
     def _hank_iteration(self, m: re.Match[str], s: str) -> list[Event] | None:
         loss = _num(m.group(2))
@@ -550,7 +662,17 @@ class LogParser:
             out = []
         counts = self._counts
         counts["Iteration"] = counts.get("Iteration", 0) + 1
-        out.append(Iteration(it, loss, avg, rate, secs, images, hours, line))
+        ev = _NEW(Iteration)
+        _IT_ITERATION(ev, it)
+        _IT_LOSS(ev, loss)
+        _IT_AVG(ev, avg)
+        _IT_RATE(ev, rate)
+        _IT_SECONDS(ev, secs)
+        _IT_IMAGES(ev, images)
+        _IT_HOURS(ev, hours)
+        _IT_LINE(ev, line)
+        _IT_TIME(ev, None)
+        out.append(ev)
         if not (math.isfinite(loss) and math.isfinite(avg)):
             out.append(self._count(NanLoss(it, loss, avg, line)))
         if self._r_lines:
@@ -561,6 +683,7 @@ class LogParser:
         self._last_iter = it
         self._map_since_iter = False
         self._eval = None
+        self._fragment = None
         if self._gpu_kinds:
             self._gpu_kinds.clear()
         return out
@@ -727,12 +850,57 @@ class LogParser:
         return [self._count(Resized(w, h, self._last_iter, self._lineno))]
 
     def _saving(self, s: str) -> list[Event] | None:
+        at = s.index(_SAVING)
+        out: list[Event] = []
+        if at and ":" in s[:at]:
+            out = self._cut_iteration(s[:at])
         if self._strict:
-            return None  # the path may be cut
-        path = s[s.index("Saving weights to ") + 18 :].strip()
-        if not path:
+            return out or None  # the path may be cut
+        path = s[at + 18 :].strip()
+        if path:
+            out.append(self._count(WeightsSaved(path, self._last_iter, self._lineno)))
+        return out or None
+
+    def _cut_iteration(self, head: str) -> list[Event]:
+        """The iteration line that stderr's save cut (module docstring), or its fragment."""
+        m = _CUT_ITER_RE.search(head)
+        if m is None:
+            f = _FRAGMENT_RE.search(head)
+            if f is not None:
+                self._fragment = f.group()
+                self._fragment_age = 0
+            return []
+        it, t_loss, t_avg, avg_loss_word, t_rate, t_secs, images = m.groups()
+        loss, avg = _num(t_loss), _num(t_avg)
+        if loss is None or avg is None:
+            return []
+        rate = _num(t_rate) if t_rate is not None else None
+        if self._rank < 2 and avg_loss_word:
+            self._hint("alexeyab")
+        elif self._rank < 1:
+            self._hint("pjreddie")
+        return self._emit_iteration(
+            int(it),
+            loss,
+            avg,
+            math.nan if rate is None else rate,
+            _num(t_secs) if t_secs is not None else None,
+            int(images) if images is not None else None,
+            None,
+        )
+
+    def _join(self, raw: str) -> list[Event] | None:
+        """A waiting fragment completed by this line, read as one iteration line."""
+        fragment = self._fragment
+        assert fragment is not None
+        m = _ITER_RE.match(fragment + raw)
+        if m is None:
+            self._fragment_age += 1
+            if self._fragment_age >= _FRAGMENT_LINES:
+                self._fragment = None
             return None
-        return [self._count(WeightsSaved(path, self._last_iter, self._lineno))]
+        self._fragment = None
+        return self._iteration(m, fragment + raw.rstrip())
 
     def _error(self, s: str) -> list[Event] | None:
         if self._rank < 2 and ("dark_cuda" in s or "Darknet error location" in s):
@@ -794,26 +962,109 @@ def parse_lines(lines: Iterable[str], flavour: Flavour | None = None) -> Iterato
 
 
 def parse_file(path: Path, flavour: Flavour | None = None) -> Iterator[Event]:
-    """Streams the events of a log file; undecodable bytes become U+FFFD, never an error."""
-    parser = LogParser(flavour)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - the generator closes it in `finally`
-    except OSError as e:
-        raise LogReadError(
-            f"cannot read darknet log {path}: {e.strerror or e}. Check the path and that"
-            " this user may read it."
-        ) from e
-    try:
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            yield from parser.feed(decoder.decode(block))
-        yield from parser.feed(decoder.decode(b"", final=True))
+    """Streams the events of a log file (`LogFile`: its encoding found, bad bytes U+FFFD)."""
+    return LogFile(path).events(LogParser(flavour))
+
+
+# Share of undecodable characters (U+FFFD, NUL) above which a file is binary data, not a log.
+# A real log with a few bytes in another encoding (a Windows path in cp1252) stays far below.
+BINARY_SHARE = 0.1
+
+
+def _nul_side(sample: bytes) -> str | None:
+    """ "le"/"be" when every other byte is NUL, as in UTF-16 of mostly ASCII text; else None."""
+    half = len(sample) // 2
+    if half < 8:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd >= 0.4 * half and even <= 0.05 * half:
+        return "le"
+    if even >= 0.4 * half and odd <= 0.05 * half:
+        return "be"
+    return None
+
+
+def detect_encoding(head: bytes) -> str:
+    """The codec for a log that starts with `head` (its first few KB).
+
+    UTF-16 text of mostly ASCII, which darknet's output is, has a NUL in every other byte
+    (Windows PowerShell's `Tee-Object` and `>` write UTF-16LE, with a BOM): the side the NULs
+    are on gives the byte order, and a UTF-16 BOM counts only where that pattern confirms it
+    (`\\xff\\xfe` also starts plain binary junk). A UTF-8 BOM is dropped. Anything else is UTF-8.
+    """
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    side = _nul_side(head[2:4098] if bom else head[:4096])
+    if side is None:
+        return "utf-8"
+    # The "utf-16" codec reads the BOM (and drops it); without one the order must be named.
+    return "utf-16" if bom else f"utf-16-{side}"
+
+
+class LogFile:
+    """A darknet log file read as text in chunks, with what the reading found.
+
+    `encoding` (from `detect_encoding`, set once the first block is read), `size` (bytes at
+    open), `bytes_read`, `chars` decoded, `undecodable` (U+FFFD and NUL characters). Memory is
+    one chunk, whatever the file's size.
+    """
+
+    def __init__(self, path: Path, chunk_size: int = 1 << 20) -> None:
+        self.path = path
+        self.chunk_size = chunk_size
+        self.encoding: str | None = None
+        self.size = 0
+        self.bytes_read = 0
+        self.chars = 0
+        self.undecodable = 0
+
+    @property
+    def utf16(self) -> bool:
+        return self.encoding is not None and self.encoding.startswith("utf-16")
+
+    @property
+    def binary(self) -> bool:
+        """Mostly undecodable: binary data (or a text encoding nobody writes logs in)."""
+        return self.chars > 0 and self.undecodable > BINARY_SHARE * self.chars
+
+    def chunks(self) -> Iterator[str]:
+        """The decoded text, chunk by chunk (a line may span two chunks)."""
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - the generator closes it in `finally`
+        except OSError as e:
+            raise LogReadError(
+                f"cannot read darknet log {self.path}: {e.strerror or e}. Check the path and"
+                " that this user may read it."
+            ) from e
+        try:
+            try:
+                self.size = os.fstat(f.fileno()).st_size
+            except OSError:
+                self.size = 0
+            block = f.read(self.chunk_size)
+            self.encoding = detect_encoding(block)
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+            while block:
+                self.bytes_read += len(block)
+                yield self._counted(decoder.decode(block))
+                block = f.read(self.chunk_size)
+            yield self._counted(decoder.decode(b"", final=True))
+        finally:
+            f.close()
+
+    def _counted(self, text: str) -> str:
+        self.chars += len(text)
+        if "\ufffd" in text or "\x00" in text:
+            self.undecodable += text.count("\ufffd") + text.count("\x00")
+        return text
+
+    def events(self, parser: LogParser) -> Iterator[Event]:
+        """The events `parser` reads from the whole file, its `close()` included."""
+        for text in self.chunks():
+            if text:
+                yield from parser.feed(text)
         yield from parser.close()
-    finally:
-        f.close()
 
 
 def detect_flavour(text_sample: str) -> Flavour | None:

@@ -10,8 +10,11 @@ iterations) copies the prefix before it writes. Nothing here does I/O or reads a
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from supervisor.training.events import (
     Event,
@@ -21,7 +24,6 @@ from supervisor.training.events import (
     IterationsRepeated,
     LayerIoU,
     MapResult,
-    NanLoss,
     WeightsSaved,
 )
 
@@ -30,14 +32,57 @@ from supervisor.training.events import (
 # curves in the shared logs (e.g. 25, wild swings) without hiding a real trend.
 LOSS_WINDOW = 100
 
+_new = object.__new__
+
+
+def _setters(cls: type, names: Sequence[str]) -> tuple[Any, ...]:
+    """The slot descriptors' setters of a frozen slots dataclass, in the order of `names`.
+
+    Copying a frozen dataclass with `dataclasses.replace` re-runs `__init__` over every field
+    and was the top cost of a replay (about 4 µs per iteration line); a hand-written copy that
+    sets the slots directly is the same value at a fraction of it. Only this module uses them,
+    and only on an object it has just created, so the instances stay immutable to everyone else.
+    """
+    return tuple(cls.__dict__[n].__set__ for n in names)
+
 
 @dataclass(slots=True)
 class _Arrays:
-    iterations: list[int] = field(default_factory=list)
-    avg_loss: list[float] = field(default_factory=list)
+    """The shared append-only storage of `LossSeries` (24 bytes per iteration in arrays).
+
+    `iterations` falls back to a list for a number no 64-bit integer holds (a hostile log);
+    `cnt` (prefix counts of finite values) stays None while every value is finite, its count
+    then being the index itself.
+    """
+
+    iterations: array[int] | list[int] = field(default_factory=lambda: array("q"))
+    avg_loss: array[float] = field(default_factory=lambda: array("d"))
     # Prefix sums over finite avg-loss values, so any window mean is O(log n).
-    cum: list[float] = field(default_factory=lambda: [0.0])
-    cnt: list[int] = field(default_factory=lambda: [0])
+    cum: array[float] = field(default_factory=lambda: array("d", [0.0]))
+    cnt: array[int] | None = None
+
+    def prefix(self, keep: int) -> _Arrays:
+        its = self.iterations[:keep]
+        cnt = None if self.cnt is None else self.cnt[: keep + 1]
+        return _Arrays(its, self.avg_loss[:keep], self.cum[: keep + 1], cnt)
+
+    def push(self, iteration: int, avg_loss: float) -> None:
+        try:
+            self.iterations.append(iteration)
+        except OverflowError:
+            self.iterations = list(self.iterations)
+            self.iterations.append(iteration)
+        self.avg_loss.append(avg_loss)
+        cum = self.cum
+        if math.isfinite(avg_loss):
+            cum.append(cum[-1] + avg_loss)
+            if self.cnt is not None:
+                self.cnt.append(self.cnt[-1] + 1)
+        else:
+            cum.append(cum[-1])
+            if self.cnt is None:
+                self.cnt = array("q", range(len(cum) - 1))
+            self.cnt.append(self.cnt[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +95,17 @@ class LossSeries:
     def append(self, iteration: int, avg_loss: float) -> LossSeries:
         a = self._a
         keep = self.n
-        if keep and a.iterations[keep - 1] >= iteration:
+        its = a.iterations
+        if keep and its[keep - 1] >= iteration:
             # A resumed launch repeats iterations since its last save: the later value wins.
-            keep = bisect_left(a.iterations, iteration, 0, keep)
-        if keep != len(a.iterations):
-            a = _Arrays(
-                a.iterations[:keep], a.avg_loss[:keep], a.cum[: keep + 1], a.cnt[: keep + 1]
-            )
-        finite = math.isfinite(avg_loss)
-        a.iterations.append(iteration)
-        a.avg_loss.append(avg_loss)
-        a.cum.append(a.cum[-1] + (avg_loss if finite else 0.0))
-        a.cnt.append(a.cnt[-1] + (1 if finite else 0))
-        return LossSeries(a, keep + 1)
+            keep = bisect_left(its, iteration, 0, keep)
+        if keep != len(its):
+            a = a.prefix(keep)
+        a.push(iteration, avg_loss)
+        new = _new(LossSeries)
+        _SET_A(new, a)
+        _SET_N(new, keep + 1)
+        return new
 
     def __len__(self) -> int:
         return self.n
@@ -74,14 +117,95 @@ class LossSeries:
     def mean(self, first: int, last: int) -> float | None:
         """Mean finite avg loss over iterations in [first, last]; None when there is none."""
         a = self._a
-        lo = bisect_left(a.iterations, first, 0, self.n)
-        hi = bisect_left(a.iterations, last + 1, 0, self.n)
-        count = a.cnt[hi] - a.cnt[lo]
+        n = self.n
+        its = a.iterations
+        lo = bisect_left(its, first, 0, n)
+        # The policy's windows end at the latest iteration: no search for that end.
+        hi = n if n and last >= its[n - 1] else bisect_left(its, last + 1, 0, n)
+        cnt = a.cnt
+        count = hi - lo if cnt is None else cnt[hi] - cnt[lo]
         return (a.cum[hi] - a.cum[lo]) / count if count else None
 
+    def point(self, k: int) -> tuple[int, float]:
+        """The `k`-th (iteration, avg loss), 0-based; negative `k` counts from the end."""
+        if k < 0:
+            k += self.n
+        if not 0 <= k < self.n:
+            raise IndexError(f"loss series index {k} out of range (0..{self.n - 1})")
+        return self._a.iterations[k], self._a.avg_loss[k]
+
+    def find(self, iteration: int) -> int | None:
+        """The index of `iteration` in the series, None when it has no entry."""
+        its = self._a.iterations
+        k = bisect_left(its, iteration, 0, self.n)
+        return k if k < self.n and its[k] == iteration else None
+
     def points(self) -> list[tuple[int, float]]:
+        """Every (iteration, avg loss): a list as long as the series (prefer `point`)."""
         a = self._a
         return list(zip(a.iterations[: self.n], a.avg_loss[: self.n], strict=True))
+
+
+_SET_A, _SET_N = _setters(LossSeries, ("_a", "n"))
+
+
+class Saves(Sequence[WeightsSaved]):
+    """Every `Saving weights to` line so far: an immutable view of a shared append-only list.
+
+    A tuple grown by one per save copied every earlier save each time (quadratic on a long
+    log: 31 000 saves in a 3.1 M-iteration one); snapshots share the list as `LossSeries`
+    shares its arrays, each seeing its first `n` items. Compares equal to a tuple or another
+    `Saves` with the same items.
+    """
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: Sequence[WeightsSaved] = ()) -> None:
+        self._items: list[WeightsSaved] = list(items)
+        self._n = len(self._items)
+
+    def append(self, save: WeightsSaved) -> Saves:
+        items = self._items
+        if self._n != len(items):
+            items = items[: self._n]  # written from an older snapshot: copy its prefix
+        items.append(save)
+        new = _new(Saves)
+        new._items = items
+        new._n = len(items)
+        return new
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, k: int) -> WeightsSaved: ...
+    @overload
+    def __getitem__(self, k: slice) -> tuple[WeightsSaved, ...]: ...
+    def __getitem__(self, k: int | slice) -> WeightsSaved | tuple[WeightsSaved, ...]:
+        if isinstance(k, slice):
+            return tuple(self._items[: self._n][k])
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError("saves index out of range")
+        return self._items[k]
+
+    def __iter__(self) -> Iterator[WeightsSaved]:
+        return iter(self._items[: self._n])
+
+    def __reversed__(self) -> Iterator[WeightsSaved]:
+        items, n = self._items, self._n
+        return (items[k] for k in range(n - 1, -1, -1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Saves | tuple):
+            return len(other) == self._n and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable storage underneath, as LossSeries
+
+    def __repr__(self) -> str:
+        return f"Saves({tuple(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +230,7 @@ class History:
         best: the best valid evaluation; on ties the earliest wins.
         min_avg_loss / min_avg_loss_iteration: the lowest finite avg loss so far.
         nan_streak: consecutive iteration lines with a non-finite avg loss.
-        saves: every `Saving weights to` line.
+        saves: every `Saving weights to` line (a `Saves` sequence, shared between snapshots).
         gpu_errors / fatal_errors: what darknet reported before dying.
         repeats: how many times iteration numbers went backwards.
         first_time / last_time: wall clock of the first and latest timed event.
@@ -124,7 +248,7 @@ class History:
     min_avg_loss_iteration: int | None = None
     nan_streak: int = 0
     nan_lines: int = 0
-    saves: tuple[WeightsSaved, ...] = ()
+    saves: Saves = field(default_factory=Saves)
     gpu_errors: tuple[GpuError, ...] = ()
     fatal_errors: tuple[FatalError, ...] = ()
     repeats: int = 0
@@ -136,7 +260,8 @@ class History:
     @property
     def iteration(self) -> int:
         """The latest iteration darknet reported (0 before the first line)."""
-        return self.last.iteration if self.last else 0
+        last = self.last
+        return last.iteration if last is not None else 0
 
     @property
     def elapsed(self) -> float:
@@ -153,56 +278,136 @@ class History:
         return any(e.iteration == iteration for e in self.evaluations)
 
     def add(self, event: Event) -> History:
+        """This history with `event` added; `self` is left as it was."""
+        if type(event) is Iteration:
+            return self._add_iteration(event)
         t = getattr(event, "time", None)
-        h = self
+        if isinstance(event, MapResult):
+            h = self._add_evaluation(event)
+        elif isinstance(event, WeightsSaved):
+            h = self._copy()
+            _SET["saves"](h, self.saves.append(event))
+        elif isinstance(event, GpuError):
+            h = self._copy()
+            _SET["gpu_errors"](h, (*self.gpu_errors, event))
+        elif isinstance(event, FatalError):
+            h = self._copy()
+            _SET["fatal_errors"](h, (*self.fatal_errors, event))
+        elif isinstance(event, LayerIoU):
+            h = self._copy()
+            _SET["iou"](h, event)
+        elif isinstance(event, IterationsRepeated):
+            h = self._copy()
+            _SET["repeats"](h, self.repeats + 1)
+        elif isinstance(event, Iteration):
+            return self._add_iteration(event)  # a subclass of Iteration
+        elif t is None:
+            # NanLoss: the Iteration event that comes with it carries the NaN already.
+            return self
+        else:
+            h = self._copy()
         if t is not None:
-            h = replace(h, first_time=t if h.first_time is None else h.first_time, last_time=t)
-        match event:
-            case Iteration():
-                return h._add_iteration(event)
-            case MapResult():
-                return h._add_evaluation(event)
-            case WeightsSaved():
-                return replace(h, saves=(*h.saves, event))
-            case GpuError():
-                return replace(h, gpu_errors=(*h.gpu_errors, event))
-            case FatalError():
-                return replace(h, fatal_errors=(*h.fatal_errors, event))
-            case LayerIoU():
-                return replace(h, iou=event)
-            case IterationsRepeated():
-                return replace(h, repeats=h.repeats + 1)
-            case NanLoss():
-                return h  # the Iteration event that comes with it carries the NaN already
-            case _:
-                return h
+            _SET["first_time"](h, t if self.first_time is None else self.first_time)
+            _SET["last_time"](h, t)
+        return h
+
+    def _copy(self) -> History:
+        h = _new(History)
+        for name, put in _SET.items():
+            put(h, getattr(self, name))
+        return h
 
     def _add_iteration(self, it: Iteration) -> History:
-        finite_avg = math.isfinite(it.avg_loss)
-        new_min = finite_avg and (self.min_avg_loss is None or it.avg_loss < self.min_avg_loss)
-        return replace(
-            self,
-            loss=self.loss.append(it.iteration, it.avg_loss),
-            last=it,
-            first_iteration=it.iteration if self.first_iteration is None else self.first_iteration,
-            iteration_lines=self.iteration_lines + 1,
-            min_avg_loss=it.avg_loss if new_min else self.min_avg_loss,
-            min_avg_loss_iteration=it.iteration if new_min else self.min_avg_loss_iteration,
-            nan_streak=0 if finite_avg else self.nan_streak + 1,
-            nan_lines=self.nan_lines + (0 if it.finite else 1),
-            seconds=self.seconds + (it.seconds if it.seconds and it.seconds > 0 else 0.0),
-        )
+        # The hot path of a replay: one new object, each slot set once (see `_setters`).
+        avg = it.avg_loss
+        finite_avg = math.isfinite(avg)
+        low = self.min_avg_loss
+        new_min = finite_avg and (low is None or avg < low)
+        secs = it.seconds
+        t = it.time
+        h = _new(History)
+        _S_LOSS(h, self.loss.append(it.iteration, avg))
+        _S_LAST(h, it)
+        first = self.first_iteration
+        _S_FIRST(h, it.iteration if first is None else first)
+        _S_LINES(h, self.iteration_lines + 1)
+        _S_EVALS(h, self.evaluations)
+        _S_BEST(h, self.best)
+        _S_MIN(h, avg if new_min else low)
+        _S_MIN_IT(h, it.iteration if new_min else self.min_avg_loss_iteration)
+        _S_STREAK(h, 0 if finite_avg else self.nan_streak + 1)
+        _S_NANS(h, self.nan_lines if finite_avg and math.isfinite(it.loss) else self.nan_lines + 1)
+        _S_SAVES(h, self.saves)
+        _S_GPU(h, self.gpu_errors)
+        _S_FATAL(h, self.fatal_errors)
+        _S_REPEATS(h, self.repeats)
+        if t is None:
+            _S_T0(h, self.first_time)
+            _S_T1(h, self.last_time)
+        else:
+            _S_T0(h, t if self.first_time is None else self.first_time)
+            _S_T1(h, t)
+        _S_SECS(h, self.seconds + secs if secs and secs > 0 else self.seconds)
+        _S_IOU(h, self.iou)
+        return h
 
     def _add_evaluation(self, m: MapResult) -> History:
         iteration = m.iteration if m.iteration is not None else self.iteration
         valid = m.valid and math.isfinite(m.map) and 0.0 <= m.map <= 1.0
         ev = Evaluation(iteration, m.map, valid, self.loss_around(iteration), m)
         better = valid and (self.best is None or m.map > self.best.map)
-        return replace(
-            self,
-            evaluations=(*self.evaluations, ev),
-            best=ev if better else self.best,
-        )
+        h = self._copy()
+        _SET["evaluations"](h, (*self.evaluations, ev))
+        _SET["best"](h, ev if better else self.best)
+        return h
+
+
+_FIELDS = tuple(History.__dataclass_fields__)
+_SET: dict[str, Any] = dict(zip(_FIELDS, _setters(History, _FIELDS), strict=True))
+(
+    _S_LOSS,
+    _S_LAST,
+    _S_FIRST,
+    _S_LINES,
+    _S_EVALS,
+    _S_BEST,
+    _S_MIN,
+    _S_MIN_IT,
+    _S_STREAK,
+    _S_NANS,
+    _S_SAVES,
+    _S_GPU,
+    _S_FATAL,
+    _S_REPEATS,
+    _S_T0,
+    _S_T1,
+    _S_SECS,
+    _S_IOU,
+) = (
+    _SET[n]
+    for n in (
+        "loss",
+        "last",
+        "first_iteration",
+        "iteration_lines",
+        "evaluations",
+        "best",
+        "min_avg_loss",
+        "min_avg_loss_iteration",
+        "nan_streak",
+        "nan_lines",
+        "saves",
+        "gpu_errors",
+        "fatal_errors",
+        "repeats",
+        "first_time",
+        "last_time",
+        "seconds",
+        "iou",
+    )
+)
+# `_add_iteration` sets every field by hand: a field added to History must be added there too.
+assert len(_FIELDS) == 18, "History gained a field: set it in History._add_iteration"
 
 
 def build(events: list[Event] | tuple[Event, ...]) -> History:
