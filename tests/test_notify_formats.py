@@ -222,14 +222,23 @@ async def test_mattermost_text_and_attachments(tmp_path: Path) -> None:
     with Receiver() as rx:
         t = target("mattermost", rx.url("/hooks/SECRET"))
         await publish_and_flush(
-            [t], tmp_path, [{"type": "NewBest", "iteration": 3400, "map": 0.812, "previous": 0.79}]
+            [t],
+            tmp_path,
+            [
+                {
+                    "type": "NewBest",
+                    "iteration": 3400,
+                    "map": 0.812,
+                    "previous": {"iteration": 3000, "map": 0.79},
+                }
+            ],
         )
         (rec,) = one(rx)
     body = rec.json
     assert body["text"] == "★ helmet-v4: new best mAP 81.2 % at 3 400"
     (att,) = body["attachments"]
     assert {"fallback", "color", "title", "text"} <= set(att)
-    assert att["color"].startswith("#") and att["text"] == "previous best 79.0 %"
+    assert att["color"].startswith("#") and att["text"] == "previous best 79.0 % at 3 000"
 
 
 async def test_telegram_send_message_and_send_photo(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def _on_what(gpus: object) -> str:
 
 
 def started(job: JobFacts, r: dict[str, Any]) -> Message:
-    cfg = _cfg_name(r.get("argv"))
+    cfg = _cfg_name(r.get("argv")) or _cfg_name([r.get("cfg")])  # argv is null on --attach
     max_it, max_time = r.get("max_iterations"), r.get("max_time_s")
     details = [
         d
@@ -224,7 +224,11 @@ def started(job: JobFacts, r: dict[str, Any]) -> Message:
 def new_best(job: JobFacts, r: dict[str, Any]) -> Message:
     it, m, prev = r.get("iteration"), r.get("map"), r.get("previous")
     title = f"{job.name}: new best mAP {pct(m)} at {count(it)}"
-    text = f"previous best {pct(prev)}" if isinstance(prev, int | float) else ""
+    text = ""
+    if isinstance(prev, dict) and prev.get("map") is not None:
+        text = f"previous best {pct(prev['map'])} at {count(prev.get('iteration'))}"
+    elif isinstance(prev, int | float) and not isinstance(prev, bool):
+        text = f"previous best {pct(prev)}"
     numbers = {"iteration": it, "map": m, "previous": prev}
     return _make(job, "new_best", r, title, text, numbers=numbers)
 

@@ -7,6 +7,9 @@ against a real training, and for trying a job's `notify:` by hand.
         ...
         rx.wait_for(3, timeout=10)         # until 3 requests were recorded
         rx.requests[0].json                # parsed body; .form/.files for multipart
+        rx.messages("/hook")               # every JSON body received there
+
+For an end-to-end run, append `webhook_section(rx.url("/hook"))` to a job file.
 
 A planned reply is a status, a `Reply`, or "drop": the request is read and recorded, then the
 connection is closed without an answer (a response lost after the receiver accepted).
@@ -141,6 +144,11 @@ class Receiver:
                 self._lock.wait(left)
             return list(self.requests)
 
+    def messages(self, path: str | None = None) -> list[Any]:
+        """The JSON bodies received (at `path`), in arrival order, repeats included."""
+        with self._lock:
+            return [r.json for r in self.requests if path is None or r.path == path]
+
     # --- serving
 
     def _next(self, path: str) -> Planned:
@@ -176,3 +184,9 @@ class Receiver:
         with self._lock:
             self.requests.append(rec)
             self._lock.notify_all()
+
+
+def webhook_section(url: str) -> str:
+    """A job file's `notify:` section that sends every event, every new best, to `url` as the
+    generic webhook — for an end-to-end run against a `Receiver`."""
+    return f"notify:\n  - type: webhook\n    url: {url}\n    new_best_interval: null\n"
