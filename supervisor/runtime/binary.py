@@ -106,9 +106,7 @@ class Probe:
 def resolve_binary(binary: str) -> str:
     """An absolute path to a proven darknet executable: `binary` itself if it is a path, else
     from PATH. Raises BinaryError when it is missing, not executable, or not darknet."""
-    path = _locate(binary)
-    probe_binary(path)
-    return path
+    return probe_binary(binary).path
 
 
 def detect_flavour(binary: str) -> Flavour:
@@ -126,7 +124,7 @@ def verify_binary(binary: str, flavour: str = "auto") -> Probe:
             f"unknown darknet flavour {flavour!r}; expected auto or one of {FLAVOURS}",
             key="darknet.flavour",
         )
-    probe = probe_binary(_locate(binary))
+    probe = probe_binary(binary)
     if flavour in ("auto", probe.flavour):
         return probe
     if not probe.decisive:
@@ -142,8 +140,9 @@ def verify_binary(binary: str, flavour: str = "auto") -> Probe:
 
 
 def probe_binary(binary: str, *, timeout: float = PROBE_TIMEOUT) -> Probe:
-    """Prove that the executable at `binary` is darknet and read its flavour (cached)."""
-    path = str(Path(binary).absolute())
+    """Prove that `binary` (a path, or a name on PATH) is darknet and read its flavour
+    (cached per executable and its libdarknet: path, size, mtime, inode, ctime)."""
+    path = _locate(binary)
     try:
         exe = os.stat(path)
     except OSError as e:
@@ -323,13 +322,15 @@ _MEMORY: dict[str, tuple[_Stamp, Probe]] = {}
 
 
 def _stamp(path: str, st: os.stat_result, libs: list[Path]) -> _Stamp:
-    rows: _Stamp = [[path, st.st_size, st.st_mtime_ns]]
+    # ctime and inode too: a file replaced by another of the same size and mtime (`cp -p`)
+    # still changes them, and no user can set ctime.
+    rows: _Stamp = [[path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]]
     for lib in libs:
         try:
             s = lib.stat()
         except OSError:
             continue
-        rows.append([str(lib), s.st_size, s.st_mtime_ns])
+        rows.append([str(lib), s.st_size, s.st_mtime_ns, s.st_ino, s.st_ctime_ns])
     return rows
 
 
