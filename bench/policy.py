@@ -1,6 +1,12 @@
 """Replay the stop policy over every real log in ../shared/logs and score its choices.
 
     .venv/bin/python bench/policy.py [--logs DIR] [--set rule.param=value ...]
+    .venv/bin/python bench/policy.py whole [--set ...] [--chart bench/policy.png] [--per-curve]
+
+`whole`: every whole curve (the corpus in bench/curves/ and the shared logs 04 and 53) through
+trainsup's policy and the classic baselines (bench/curves/baselines.py), each keeping only
+evaluated weights that exist at its stop: saved share, regret in points (mean, median, p90,
+max, share of curves over 1 point), by family, and the Pareto chart (saved vs mean regret).
 
 For each log with mAP evaluations: where the policy stops, which rule, the mAP of the weights
 it keeps, the best mAP the whole log reached (hindsight), the regret (best − kept, in points)
@@ -41,7 +47,75 @@ def tuned(policy: Policy, settings: list[str]) -> Policy:
     return dataclasses.replace(policy, rules=tuple(rules))
 
 
+def whole(argv: list[str]) -> int:
+    from bench.curves import CURVES
+    from bench.curves.baselines import baselines, load_all, score, summary
+
+    ap = argparse.ArgumentParser(prog="bench/policy.py whole")
+    ap.add_argument("--logs", type=Path, default=ROOT.parent / "shared" / "logs")
+    ap.add_argument("--corpus", type=Path, default=CURVES)
+    ap.add_argument("--set", dest="settings", action="append", default=[])
+    ap.add_argument("--chart", type=Path, default=None, help="write the Pareto chart here")
+    ap.add_argument("--per-curve", action="store_true", help="trainsup's stop on each curve")
+    ns = ap.parse_args(argv)
+    policy = tuned(policy_for(None), ns.settings)
+    curves = load_all(ns.corpus, ns.logs if ns.logs.exists() else None)
+    fams = sorted({c.family for c in curves})
+    print(f"{len(curves)} whole curves: " + ", ".join(
+        f"{f} {sum(c.family == f for c in curves)}" for f in fams))  # fmt: skip
+    if ns.per_curve:
+        run = baselines(policy)["trainsup defaults"]
+        orc = baselines(policy)["oracle"]
+        for c in curves:
+            s, o = score(run, c), score(orc, c)
+            print(f"  {c.name:<28} {c.label:<13} last {c.last:>6} stop {s.stop:>6} kept "
+                  f"{s.kept * 100:5.1f} best {c.best * 100:5.1f} regret {s.regret:5.1f} "
+                  f"saved {s.saved * 100:4.0f}% (oracle {o.saved * 100:4.0f}%)")  # fmt: skip
+    head = (f"{'policy':<26} {'saved':>6} {'mean':>5} {'median':>6} {'p90':>5} {'max':>5} "
+            f"{'>1pt':>5}  " + "  ".join(f"{f}: saved/mean" for f in fams))  # fmt: skip
+    print("\n" + head)
+    points: list[tuple[str, float, float]] = []
+    for name, b in baselines(policy).items():
+        scores = [score(b, c) for c in curves]
+        a = summary(scores)
+        by = []
+        for f in fams:
+            fs = summary([s for s in scores if s.family == f])
+            by.append(f"{fs['saved'] * 100:4.0f}%/{fs['mean']:4.1f}")
+        row = (f"{name:<26} {a['saved'] * 100:5.0f}% {a['mean']:5.2f} {a['median']:6.2f} "
+               f"{a['p90']:5.1f} {a['max']:5.1f} {a['over1'] * 100:4.0f}%  ")  # fmt: skip
+        print(row + "  ".join(by))
+        points.append((name, a["saved"], a["mean"]))
+    if ns.chart is not None:
+        chart(points, ns.chart, len(curves))
+    return 0
+
+
+def chart(points: list[tuple[str, float, float]], path: Path, n: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name, saved, regret in points:
+        colour = "tab:red" if name.startswith("trainsup") else (
+            "tab:green" if name == "oracle" else "tab:blue")  # fmt: skip
+        ax.scatter(saved * 100, regret, color=colour)
+        ax.annotate(name, (saved * 100, regret), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("iterations saved, mean share (%)")
+    ax.set_ylabel("mean regret (mAP points lost vs the best of the whole curve)")
+    ax.set_title(f"Stopping policies on {n} whole curves (better: right and low)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"chart: {path}")
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "whole":
+        return whole(sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("--logs", type=Path, default=ROOT.parent / "shared" / "logs")
     ap.add_argument("--set", dest="settings", action="append", default=[])
