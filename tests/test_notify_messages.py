@@ -118,3 +118,48 @@ def test_same_target_twice_is_one_target(tmp_path: Path) -> None:
     listener({"type": "Warning", "message": "m", "time": 1.0})
     assert len(box.deliveries()) == 1
     box.close()
+
+
+async def test_end_to_end_helper_checks_messages_against_the_report(tmp_path: Path) -> None:
+    from supervisor.notify.receiver import mismatches_with_report
+
+    report = {
+        "status": "stopped",
+        "stop": {"rule": "plateau", "reason": "r", "iteration": 800, "advice": "a"},
+        "evaluations": [
+            {"iteration": 300, "map": 0.4, "valid": True},
+            {"iteration": 500, "map": 0.6, "valid": True},
+            {"iteration": 700, "map": 0.5, "valid": True},
+        ],
+        "best": {"iteration": 500, "map": 0.6},
+        "kept": {"best": {"path": "/j/kept/best.weights", "iteration": 500, "map": 0.6}},
+    }
+    records = [
+        STARTED,
+        {"type": "NewBest", "iteration": 300, "map": 0.4, "previous": None},
+        {"type": "NewBest", "iteration": 500, "map": 0.6, "previous": None},
+        {"type": "Decision", **report["stop"]},
+        {
+            "type": "Finished",
+            "status": "stopped",
+            "cause": "c",
+            "stop": report["stop"],
+            "best": report["best"],
+            "kept": report["kept"],
+        },
+    ]
+    with Receiver() as rx:
+        bus = Bus()
+        spec = parse_spec("name: j\ndarknet: {data: a, cfg: b}\n" + webhook_section(rx.url("/e")))
+        notes = attach_notifications(bus.subscribe, spec.notify, tmp_path, config=FAST)
+        for r in records:
+            bus.publish({"time": time.time(), **r})
+        assert await notes.flush(5) == 0
+        await notes.aclose()
+        got = rx.messages("/e")
+    assert mismatches_with_report(got, report) == []
+    wrong = {**report, "best": {"iteration": 700, "map": 0.5}}
+    assert mismatches_with_report(got, wrong) == [
+        "stopped.best = {'iteration': 500, 'map': 0.6}, report.json: {'iteration': 700, 'map': 0.5}"
+    ]
+    assert "is no evaluation" in mismatches_with_report(got, {**report, "evaluations": []})[0]

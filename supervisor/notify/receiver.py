@@ -190,3 +190,41 @@ def webhook_section(url: str) -> str:
     """A job file's `notify:` section that sends every event, every new best, to `url` as the
     generic webhook — for an end-to-end run against a `Receiver`."""
     return f"notify:\n  - type: webhook\n    url: {url}\n    new_best_interval: null\n"
+
+
+def mismatches_with_report(messages: list[Any], report: dict[str, Any]) -> list[str]:
+    """What one job's generic-webhook messages (`Receiver.messages`) say that its report.json
+    does not; [] when they agree. Checked: one `started`; every `new_best` is an evaluation of
+    the report at that iteration with that mAP, and the bests rise; exactly one final
+    `stopped`/`failed`, last, whose status, rule, reason, best and kept are the report's."""
+    out: list[str] = []
+    unique = list({m["id"]: m for m in messages}.values())  # at-least-once: repeats allowed
+    events = [m["event"] for m in unique]
+    if events.count("started") != 1:
+        out.append(f"{events.count('started')} started messages, not 1")
+    scores = {
+        (e["iteration"], e["map"]) for e in report.get("evaluations", []) if e.get("valid", True)
+    }
+    bests = [m for m in unique if m["event"] == "new_best"]
+    for m in bests:
+        if (m["iteration"], m["map"]) not in scores:
+            out.append(f"new_best {m['map']} at {m['iteration']} is no evaluation in the report")
+    maps = [m["map"] for m in bests]
+    if maps != sorted(maps):
+        out.append(f"new_best mAPs do not rise: {maps}")
+    ends = [m for m in unique if m["event"] in ("stopped", "failed")]
+    if len(ends) != 1 or unique[-1] is not ends[-1]:
+        out.append(f"{len(ends)} final messages, or not last: {events}")
+    if ends:
+        end, stop = ends[-1], report.get("stop") or {}
+        expected = {
+            "status": report.get("status"),
+            "rule": stop.get("rule"),
+            "reason": stop.get("reason"),
+            "best": report.get("best"),
+            "kept": report.get("kept"),
+        }
+        for key, value in expected.items():
+            if end.get(key) != value:
+                out.append(f"{end['event']}.{key} = {end.get(key)!r}, report.json: {value!r}")
+    return out

@@ -261,6 +261,11 @@ _NEEDS_URL = {
 }
 
 
+# Marks a field whose value must not be quoted in an error: whoever reports problems in a job
+# file (spec/yamlsource.py) can test `field.json_schema_extra` for it.
+_SECRET: dict[str, Any] = {"writeOnly": True}
+
+
 class NotifyTarget(BaseModel):
     """One place messages about the job are sent to."""
 
@@ -271,9 +276,12 @@ class NotifyTarget(BaseModel):
         default=None,
         description="webhook URL, or ${ENV_VAR}; telegram: the Bot API server "
         f"(default {TELEGRAM_API})",
+        json_schema_extra=_SECRET,
     )
     token: TelegramToken | None = Field(
-        default=None, description="telegram only: the bot token, or ${ENV_VAR}"
+        default=None,
+        description="telegram only: the bot token, or ${ENV_VAR}",
+        json_schema_extra=_SECRET,
     )
     chat_id: ChatId | None = Field(
         default=None, description="telegram only: the chat id or @channelname"
@@ -282,6 +290,7 @@ class NotifyTarget(BaseModel):
         default=None,
         description="webhook only: HMAC-SHA256 key; the body's signature is sent in "
         "X-Trainsup-Signature: sha256=<hex>",
+        json_schema_extra=_SECRET,
     )
     events: tuple[EventName, ...] = Field(
         default=EVENTS, description="which messages this target gets; default: all"
