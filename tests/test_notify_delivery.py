@@ -294,3 +294,38 @@ async def test_no_secret_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     ):
         assert secret not in text, secret
     assert "http://127.0.0.1:" in text  # the host stays, for diagnosis
+
+
+@pytest.mark.parametrize(
+    ("status", "retried", "error"),
+    [
+        (408, True, None),
+        (503, True, None),
+        (400, False, "400 Bad Request"),
+        (401, False, "401 Unauthorized"),
+        (403, False, "403 Forbidden"),
+        (410, False, "410 Gone"),
+        (301, False, "redirect not followed"),
+    ],
+)
+async def test_which_statuses_are_retried(
+    tmp_path: Path, status: int, retried: bool, error: str | None
+) -> None:
+    with Receiver() as rx:
+        rx.plan("/h", Reply(status, {"Location": "http://elsewhere.example/"}))
+        bus = Bus()
+        notes = attach_notifications(
+            bus.subscribe, [target("webhook", rx.url("/h"))], tmp_path, config=FAST
+        )
+        bus.publish(warning(1))
+        assert await notes.flush(5) == 0
+        await asyncio.sleep(0.25 if not retried else 0)  # a retry would have come by now
+        answered = [r.answered for r in rx.requests]
+        failures = notes.failures()
+        await notes.aclose()
+    if retried:
+        assert answered == [status, 200] and failures == []
+    else:
+        assert answered == [status]
+        (f,) = failures
+        assert f["status"] == status and error in f["error"]

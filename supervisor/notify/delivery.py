@@ -127,8 +127,8 @@ async def send(client: httpx.AsyncClient, request: HttpRequest, config: Delivery
         # scrubbed all the same in case a library puts the URL in.
         why = scrub(str(e)) or type(e).__name__
         return Outcome(False, False, error=f"connection failed: {why}")
-    except httpx.HTTPError as e:
-        return Outcome(False, True, error=f"request not sent: {scrub(str(e))}")
+    except Exception as e:  # InvalidURL, a header httpx refuses: retrying cannot help
+        return Outcome(False, True, error=f"request not sent: {type(e).__name__}: {scrub(str(e))}")
     status, reason = response.status_code, response.reason_phrase
     if 200 <= status < 300:
         return Outcome(True, False, status, reason)

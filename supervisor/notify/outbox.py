@@ -59,8 +59,6 @@ class Outbox(Protocol):
 
     def pending(self, target: str | None = None) -> int: ...
 
-    def pending_targets(self) -> list[str]: ...
-
     def deliveries(self, state: str | None = None) -> list[Delivery]: ...
 
     def close(self) -> None: ...
@@ -172,13 +170,6 @@ class SqliteOutbox:
                 (target,),
             )
         return int(row.fetchone()[0])
-
-    def pending_targets(self) -> list[str]:
-        cur = self._db.execute(
-            "SELECT target FROM deliveries WHERE state = 'pending' "
-            "GROUP BY target ORDER BY MIN(seq)"
-        )
-        return [t for (t,) in cur.fetchall()]
 
     def deliveries(self, state: str | None = None) -> list[Delivery]:
         if state is None:
