@@ -144,6 +144,7 @@ def check(
     if (job is None) == (data is None):
         raise click.UsageError("give a JOB file, or --data (and --cfg) for a dataset alone")
     progress = None if as_json else _progress_printer("checking images")
+    binary_errors: list[dict[str, Any]] = []
     if job is not None:
         try:
             spec = load_spec(job)
@@ -175,7 +176,7 @@ def check(
         )
     if as_json:
         out = report.to_json()
-        if job is not None and binary_errors:
+        if binary_errors:
             out["findings"][:0] = binary_errors
             out["summary"]["findings"]["error"] += len(binary_errors)
         _dump(out)
@@ -184,7 +185,7 @@ def check(
             click.echo(f"{job}: job file OK — job `{spec.name}`\n")
             click.echo(format_binary_check(binary) + "\n")
         click.echo(format_report(report))
-    sys.exit(2 if job is not None and binary_errors else report.exit_status(strict))
+    sys.exit(2 if binary_errors else report.exit_status(strict))
 
 
 def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path:
