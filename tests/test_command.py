@@ -258,6 +258,18 @@ def test_a_cuda_build_cannot_train_on_the_cpu(
     assert train_argv("darknet", fl, data, cfg, gpus=[0], cuda=True)[-2:] == ["-gpus", "0"]
 
 
+def test_a_resume_never_clears(files: tuple[Path, Path, Path]) -> None:
+    data, cfg, weights = files
+    for flavour in FLAVOURS:
+        first = train_argv("d", flavour, data, cfg, weights, gpus=[0], extra_args=["-clear"])
+        again = train_argv(
+            "d", flavour, data, cfg, weights, gpus=[0], clear=True, extra_args=["-clear"],
+            resume=True,
+        )  # fmt: skip
+        assert first.count("-clear") == 1 and "-clear" not in again
+        assert [a for a in first if a != "-clear"] == again
+
+
 def test_no_flavour_takes_nogpu_or_i_as_an_extra() -> None:
     # -nogpu makes AlexeyAB exit, and both belong to darknet.gpus: one truth for the CPU.
     for flavour in FLAVOURS:

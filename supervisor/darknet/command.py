@@ -338,6 +338,7 @@ def train_argv(
     clear: bool = False,
     extra_args: Sequence[str] = (),
     cuda: bool | None = None,
+    resume: bool = False,
 ) -> list[str]:
     """argv for `darknet detector train`.
 
@@ -347,6 +348,8 @@ def train_argv(
     hank-ai always gets `-nocolour` (it colours output even into a pipe, facts §1).
     `gpus=()` trains on the CPU (`CPU_FLAGS`; refused where the flavour cannot, see
     `cpu_problem`, given `cuda` = whether the binary is a CUDA build, None = unknown).
+    `resume`: a relaunch from this run's own save, which never gets `-clear` (asked for by
+    `clear` or in `extra_args`): -clear sets `seen` to 0, and the count must go on.
     """
     _check_flavour(flavour)
     if map and flavour == "pjreddie":
@@ -381,7 +384,9 @@ def train_argv(
         if problem is not None:
             raise ArgvError(f"gpus: [] asks for the CPU, but {problem}", key="darknet.gpus")
         argv += CPU_FLAGS[flavour]
-    if clear and "-clear" not in extra:
+    if resume:
+        extra = [a for a in extra if a != "-clear"]
+    elif clear and "-clear" not in extra:
         argv.append("-clear")
     return argv + extra
 
