@@ -789,3 +789,205 @@ def test_the_wrappers_launch_marker_is_a_launch_event() -> None:
     assert events == [
         Launch(2, ("/usr/bin/darknet", "detector", "train", "a.data"), 1, 1795644947.25)
     ]
+
+
+# ---- interleaved streams: pjreddie's stdout cut by stderr's saves (facts §1) -----------------
+
+SAVE = "Saving weights to /data/backup/t.backup"
+
+
+def test_iteration_cut_after_its_seconds_by_a_save() -> None:
+    events = run("794: 1.025418, 0.958934 avg, 0.001000 rate, 0.248048 seconds," + SAVE)
+    assert events == [
+        Iteration(794, 1.025418, 0.958934, 0.001, 0.248048, None, None, 1),
+        WeightsSaved("/data/backup/t.backup", 794, 1),
+    ]
+
+
+def test_iteration_cut_in_its_rate_by_a_save() -> None:
+    events = run("1394: 0.579085, 0.779891 avg, 0.0000" + SAVE)
+    it = of(events, Iteration)[0]
+    assert (it.iteration, it.loss, it.avg_loss, it.seconds, it.images) == (
+        1394,
+        0.579085,
+        0.779891,
+        None,
+        None,
+    )
+    assert math.isnan(it.rate)  # cut: unknown, and skipped by the schedule inference
+    assert [type(e) for e in events] == [Iteration, WeightsSaved]
+
+
+def test_iteration_cut_right_after_images_keeps_the_save() -> None:
+    events = run("12: 1.0, 0.9 avg, 0.001000 rate, 0.24 seconds, 96 images" + SAVE)
+    assert [type(e) for e in events] == [Iteration, WeightsSaved]
+    assert of(events, Iteration)[0].images == 96
+
+
+def test_save_glued_to_a_loaded_line_is_still_a_save() -> None:
+    events = run("Loaded: 0.000093 seconds" + SAVE)
+    assert [type(e) for e in events] == [WeightsSaved]
+
+
+def test_fragment_before_the_avg_is_joined_with_its_tail() -> None:
+    events = run(
+        "89: 2.7, 2.8 avg, 0.001000 rate, 0.2 seconds, 712 images",
+        "90: 2.614442" + SAVE,
+        "Saving weights to /data/backup/t_100.weights",
+        ", 2.767134 avg, 0.001000 rate, 0.248048 seconds, 720 images",
+        "Loaded: 0.000088 seconds",
+    )
+    assert [type(e) for e in events] == [Iteration, WeightsSaved, WeightsSaved, Iteration]
+    joined = of(events, Iteration)[1]
+    assert (joined.iteration, joined.loss, joined.avg_loss, joined.images, joined.line) == (
+        90,
+        2.614442,
+        2.767134,
+        720,
+        4,
+    )
+
+
+def test_fragment_cut_inside_its_number_is_joined() -> None:
+    events = run("79" + SAVE, "4: 1.025418, 0.958934 avg, 0.001000 rate, 0.25 seconds, 6352 images")
+    assert [e.iteration for e in of(events, Iteration)] == [794]
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "Loaded: 0.000088 seconds",  # not the tail: the wait ends here
+        "5: 477.761383, 493.087494 avg, 0.000000 rate, 1.164809 seconds, 5 images",
+    ],
+)
+def test_fragment_is_never_glued_to_an_unrelated_line(after: str) -> None:
+    events = run("79" + SAVE, after, "4: 1.0, 0.9 avg, 0.001000 rate, 0.25 seconds, 6352 images")
+    assert 794 not in [e.iteration for e in of(events, Iteration)]
+
+
+def parse_text(text: str) -> list[Event]:
+    p = LogParser()
+    return p.feed(text) + p.close()
+
+
+def block_buffered(stdout: str, block: int, every: int) -> str:
+    """`stdout` as a file sees it without stdbuf: 4 KB blocks, a save after every `every`th."""
+    out: list[str] = []
+    for k, pos in enumerate(range(0, len(stdout), block)):
+        out.append(stdout[pos : pos + block])
+        if k % every == every - 1:
+            out.append(SAVE + "\n")
+    return "".join(out)
+
+
+@pytest.mark.shared_logs
+def test_block_buffered_real_log_keeps_every_iteration(logs_dir: Path) -> None:
+    # Log 01 (pjreddie, 6000 iterations) as pjreddie writes it to a file without stdbuf, a
+    # save landing at ~1 900 block boundaries: every cut position of every line type occurs.
+    text = (logs_dir / "01_pjreddie-yolov3tiny-buddyzhu-6000.log").read_text(errors="replace")
+    want = [(e.iteration, e.loss, e.avg_loss) for e in of(parse_text(text), Iteration)]
+    assert len(want) == 6000
+    for block in (4096, 1021):
+        cut = parse_text(block_buffered(text, block, 1))
+        got = [(e.iteration, e.loss, e.avg_loss) for e in of(cut, Iteration)]
+        assert got == want
+        assert not of(cut, IterationsRepeated)
+        injected = -(-len(text) // block)
+        assert len(of(cut, WeightsSaved)) == injected + text.count("Saving weights to ")
+
+
+# ---- line ends, encodings, binary data --------------------------------------------------------
+
+
+def test_split_lines_treats_cr_crlf_and_lf_as_line_ends() -> None:
+    from supervisor.darknet.logparse import split_lines
+
+    assert split_lines("a\nb\r\nc\rd") == (["a", "b", "c"], "d")
+    assert split_lines("a\r") == ([], "a\r")  # its `\n` may come with the next chunk
+    assert split_lines("a\r" + "\nb\n") == (["a", "b"], "")
+    assert split_lines("\r\r") == ([""], "\r")
+
+
+def test_crlf_split_between_two_chunks_is_one_line_end() -> None:
+    p = LogParser()
+    assert p.feed(ITER + "\r") == []
+    assert [type(e) for e in p.feed("\n" + ITER + "\n")] == [Iteration, Iteration]
+    assert p.summary.lines == 2
+
+
+def test_last_line_ended_by_cr_is_whole() -> None:
+    p = LogParser()
+    p.feed(" 44019: 0.08, 0.08 avg loss, 0.0002 rate, 3.0 seconds, 3873672 images, 6.4\r")
+    assert one(p.close(), Iteration).hours_left is None  # read as whole, not strictly
+    assert p.summary.lines == 1
+
+
+@pytest.mark.shared_logs
+@pytest.mark.parametrize("ends", ["\r", "\r\n"])
+def test_real_log_with_cr_line_ends_reads_every_iteration(
+    ends: str, tmp_path: Path, logs_dir: Path, log_index: list[LogFacts]
+) -> None:
+    name = "53_alexeyab-yolov4tiny-full4000-vegetable-dumbled0re.log"
+    text = (logs_dir / name).read_bytes().replace(b"\r\n", b"\n")
+    log = tmp_path / "cr.log"
+    log.write_bytes(text.replace(b"\n", ends.encode()))
+    events = list(parse_file(log))
+    want = list(parse_file(logs_dir / name))
+    assert len(of(events, Iteration)) == facts_for(log_index, name).iter_lines == 4000
+    assert list(map(repr, events)) == list(map(repr, want))
+
+
+def test_cr_progress_segments_are_lines_of_their_own() -> None:
+    events = run("  rank = 100 of ranks = 11768 \r" + ITER + "\r rank = 200 of ranks = 11768 ")
+    assert [type(e) for e in events] == [Iteration]
+    assert events[0].line == 2
+
+
+@pytest.mark.shared_logs
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"])
+def test_utf16_and_bom_logs_are_decoded(codec: str, tmp_path: Path, logs_dir: Path) -> None:
+    from supervisor.darknet.logparse import LogFile
+
+    name = "39_alexeyab-yolov4tiny-first1000-from-scratch-1ravikumar.log"
+    text = (logs_dir / name).read_text(encoding="utf-8", errors="replace")
+    log = tmp_path / "tee.log"
+    log.write_bytes(text.encode(codec))  # "utf-16": BOM + native order, as PowerShell writes
+    lf = LogFile(log, chunk_size=4096)  # small chunks: a UTF-16 pair may straddle two
+    events = list(lf.events(LogParser()))
+    assert list(map(repr, events)) == list(map(repr, parse_file(logs_dir / name)))
+    assert lf.encoding == codec and not lf.binary
+    assert lf.utf16 == codec.startswith("utf-16")
+
+
+def test_detect_encoding_needs_the_nul_pattern_for_utf16() -> None:
+    from supervisor.darknet.logparse import detect_encoding
+
+    sample = ITER * 20
+    assert detect_encoding(sample.encode("utf-16-le")) == "utf-16-le"
+    assert detect_encoding(sample.encode("utf-16-be")) == "utf-16-be"
+    assert detect_encoding(b"\xff\xfe" + sample.encode("utf-16-le")) == "utf-16"
+    assert detect_encoding(b"\xff\xfe garbage " + sample.encode()) == "utf-8"
+    assert detect_encoding(sample.encode()) == "utf-8"
+
+
+def test_random_bytes_are_binary_and_real_logs_are_not(tmp_path: Path) -> None:
+    from supervisor.darknet.logparse import LogFile
+
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(random.Random(14).randbytes(1 << 20))
+    lf = LogFile(junk)
+    events = list(lf.events(LogParser()))
+    assert lf.binary and not of(events, Iteration)
+    assert lf.bytes_read == lf.size == 1 << 20
+
+
+@pytest.mark.shared_logs
+def test_no_shared_log_is_binary(logs_dir: Path) -> None:
+    from supervisor.darknet.logparse import LogFile
+
+    for path in sorted(logs_dir.glob("*.log")):
+        lf = LogFile(path)
+        for _ in lf.chunks():
+            pass
+        assert not lf.binary, path.name
+        assert lf.encoding == "utf-8", path.name

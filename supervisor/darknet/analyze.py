@@ -269,8 +269,9 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
     rate_text = ""
     run_it = ""
     run_len = 0
-    for text in chain(log.chunks(), ("\n",)):
-        text = rest + text
+    for chunk in chain(log.chunks(), (None,)):
+        last = chunk is None  # then a line end closes the last line
+        text = rest + (chunk if chunk is not None else "\n")
         cut = max(text.rfind("\n"), text.rfind("\r"))
         rest = text[cut:]
         for it, rate, hank_rate in _RATE_RE.findall(text, 0, cut + 1):
@@ -284,7 +285,7 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
                 rate_text = rate
                 run_len = 1
             run_it = it
-        if progress is not None and log.size:
+        if progress is not None and log.size and not last:
             progress("scan", log.bytes_read, log.size)
     if run_len >= 2:
         _add_text(runs, run_it, rate_text)

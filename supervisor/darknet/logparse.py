@@ -130,9 +130,10 @@ _CUT_ITER_RE = re.compile(
     + _F
     + r"\s+seconds?(?:,\s*(\d+)\s+images)?)?)?"
 )
-# A fragment cut before its avg: an iteration number and at most the start of the loss and avg.
-_FRAGMENT_RE = re.compile(r"(?<!\d)\d+:\s*[^,\s]*(?:,\s*[^,\s]*)?\s*$")
-_FRAGMENT_LINES = 32  # stderr lines a fragment's tail may come after (a burst of saves)
+# A line cut before its avg, from its start: the iteration number (maybe cut itself) and at most
+# the loss, the avg and the start of the word `avg`.
+_FRAGMENT_RE = re.compile(r"\d+(?::\s*[^,\s]*(?:,\s*[^,\s]*(?:\s+av?)?)?)?\s*")
+_FRAGMENT_LINES = 32  # save lines a fragment's tail may come after (a burst of saves)
 _SAVING = "Saving weights to "
 _HANK_ITER_RE = re.compile(r"(?<!\d)(\d+):\s*loss=" + _F + r",\s*avg loss=" + _F + r"(.*)")
 _DUR_RE = re.compile(
@@ -852,7 +853,7 @@ class LogParser:
     def _saving(self, s: str) -> list[Event] | None:
         at = s.index(_SAVING)
         out: list[Event] = []
-        if at and ":" in s[:at]:
+        if at and s[0].isdigit():
             out = self._cut_iteration(s[:at])
         if self._strict:
             return out or None  # the path may be cut
@@ -865,9 +866,8 @@ class LogParser:
         """The iteration line that stderr's save cut (module docstring), or its fragment."""
         m = _CUT_ITER_RE.search(head)
         if m is None:
-            f = _FRAGMENT_RE.search(head)
-            if f is not None:
-                self._fragment = f.group()
+            if _FRAGMENT_RE.fullmatch(head):
+                self._fragment = head
                 self._fragment_age = 0
             return []
         it, t_loss, t_avg, avg_loss_word, t_rate, t_secs, images = m.groups()
@@ -890,13 +890,18 @@ class LogParser:
         )
 
     def _join(self, raw: str) -> list[Event] | None:
-        """A waiting fragment completed by this line, read as one iteration line."""
+        """A waiting fragment completed by this line, read as one iteration line.
+
+        The tail is the start of the next stdout block, so it is the first line after the
+        fragment that is not one of stderr's saves: any other line ends the wait. That keeps a
+        fragment of digits from being glued to an unrelated line.
+        """
         fragment = self._fragment
         assert fragment is not None
         m = _ITER_RE.match(fragment + raw)
         if m is None:
             self._fragment_age += 1
-            if self._fragment_age >= _FRAGMENT_LINES:
+            if _SAVING not in raw or self._fragment_age >= _FRAGMENT_LINES:
                 self._fragment = None
             return None
         self._fragment = None
@@ -1002,6 +1007,11 @@ def detect_encoding(head: bytes) -> str:
     return "utf-16" if bom else f"utf-16-{side}"
 
 
+# Bytes read at a time: the memory a replay needs beyond its history is about 5× this (the text,
+# its lines and their events), whatever the size of the log.
+CHUNK_SIZE = 1 << 20
+
+
 class LogFile:
     """A darknet log file read as text in chunks, with what the reading found.
 
@@ -1010,9 +1020,9 @@ class LogFile:
     one chunk, whatever the file's size.
     """
 
-    def __init__(self, path: Path, chunk_size: int = 1 << 20) -> None:
+    def __init__(self, path: Path, chunk_size: int | None = None) -> None:
         self.path = path
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or CHUNK_SIZE
         self.encoding: str | None = None
         self.size = 0
         self.bytes_read = 0
@@ -1049,7 +1059,9 @@ class LogFile:
                 self.bytes_read += len(block)
                 yield self._counted(decoder.decode(block))
                 block = f.read(self.chunk_size)
-            yield self._counted(decoder.decode(b"", final=True))
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield self._counted(tail)
         finally:
             f.close()
 

@@ -1,0 +1,250 @@
+"""`analyze` streams a log: the same answer as replaying every event kept in a list (the way it
+was done before), in memory that does not grow with the events; files that are not darknet
+logs are named as such; long logs get a progress bar on a terminal."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import supervisor.darknet.analyze as analyze_mod
+from supervisor.darknet.analyze import (
+    Analysis,
+    TerminalProgress,
+    _RateRuns,
+    analyze_log,
+    format_analysis,
+    terminal_progress,
+)
+from supervisor.darknet.logparse import parse_file
+from supervisor.runtime.jobpolicy import policy_for
+from supervisor.training.events import Event, Iteration, MapResult
+from supervisor.training.history import Evaluation, History
+from supervisor.training.policy import Policy, Stop
+from supervisor.training.schedule import Schedule, infer_schedule
+
+
+def kept_in_a_list(path: Path, policy: Policy, schedule: Schedule | None = None) -> Analysis:
+    """The replay as it was: every event in a list, the schedule from all of them, then the
+    history and the policy over the list."""
+    events: list[Event] = list(parse_file(path))
+    if schedule is None:
+        schedule = infer_schedule(e for e in events if isinstance(e, Iteration))
+    h = History()
+    stop: Stop | None = None
+    kept: Evaluation | None = None
+    for e in events:
+        h = h.add(e)
+        if stop is None and isinstance(e, Iteration | MapResult):
+            d = policy.decide(h, schedule)
+            if isinstance(d, Stop):
+                stop, kept = d, h.best
+    return Analysis(str(path), None, h, schedule, stop, kept)
+
+
+def report(a: Analysis) -> dict[str, Any]:
+    j = a.to_json()
+    for key in ("log", "flavour", "input", "not_a_log"):
+        j.pop(key)
+    return j
+
+
+LOGS = [
+    "01_pjreddie-yolov3tiny-buddyzhu-6000.log",  # pjreddie, burn_in and steps from the rate
+    "04_alexeyab-yolov3tiny-fire-dstaroff.log",  # plateau stop, CRLF and CR progress
+    "21_alexeyab-yolov4tiny-peak-then-drop-qwerlarlgus.log",
+    "48_alexeyab-NaN-realloc-crash-notes-miyakz1192.log",  # diverged stop, backwards numbers
+    "53_alexeyab-yolov4tiny-full4000-vegetable-dumbled0re.log",
+    "57_alexeyab-yolov4-resume74901-interrupted-sahil.log",
+    "excerpts/E8_pjreddie-issue-715_pm2-prefixed-lines.txt",  # prefixes the rate scan skips
+]
+
+
+@pytest.mark.shared_logs
+@pytest.mark.parametrize("name", LOGS)
+def test_streamed_analysis_equals_the_list_replay(name: str, logs_dir: Path) -> None:
+    path = logs_dir / name
+    policy = policy_for(None)
+    got = analyze_log(path, policy)
+    want = kept_in_a_list(path, policy)
+    assert got.schedule == want.schedule
+    assert repr(got.stop) == repr(want.stop)
+    assert repr(report(got)) == repr(report(want))  # repr: NaN-safe, every value shown
+    assert format_analysis(got) == format_analysis(
+        Analysis(got.log, got.flavour, want.history, want.schedule, want.stop, want.kept)
+    )
+
+
+@pytest.mark.shared_logs
+def test_a_wrong_rate_scan_is_caught_and_the_replay_redone(
+    logs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scan is only a first guess: a guess that differs from what the parser read makes
+    # analyze replay again with the parser's schedule (log 04 stops by plateau: it matters).
+    path = logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
+    passes: list[Schedule] = []
+    real_replay = analyze_mod._replay
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        passes.append(args[2])
+        return real_replay(*args, **kw)
+
+    monkeypatch.setattr(analyze_mod, "_scan_rates", lambda p, progress: _RateRuns())
+    monkeypatch.setattr(analyze_mod, "_replay", counted)
+    got = analyze_log(path)
+    want = kept_in_a_list(path, Policy())
+    assert len(passes) == 2 and passes[0] == Schedule(inferred=True)
+    assert got.schedule == want.schedule and repr(got.stop) == repr(want.stop)
+    assert got.stop is not None and got.stop.rule == "plateau"
+
+
+@pytest.mark.shared_logs
+def test_scan_guesses_the_parsers_schedule_on_every_shared_log(logs_dir: Path) -> None:
+    wrong = []
+    for path in sorted(logs_dir.glob("*.log")):
+        its = [e for e in parse_file(path) if isinstance(e, Iteration)]
+        if analyze_mod._scan_rates(path, None).schedule() != infer_schedule(its):
+            wrong.append(path.name)
+    assert wrong == []
+
+
+def test_rate_runs_give_the_schedule_of_all_rates() -> None:
+    rng = random.Random(9)
+    alphabet = [0.01, 0.001, 0.0001, 0.00001, 0.0005, math.nan, 0.0, -1.0, math.inf]
+    for _ in range(2000):
+        its, k = [], rng.randint(0, 40)
+        i = 0
+        for _ in range(k):
+            i += rng.choice((1, 1, 1, 0, 2, -3))
+            its.append(Iteration(i, 1.0, 1.0, rng.choice(alphabet[: rng.randint(1, 9)])))
+        runs = _RateRuns()
+        for it in its:
+            runs.add(it.iteration, it.rate)
+        assert runs.schedule() == infer_schedule(its), its
+
+
+def synthetic_log(path: Path, iterations: int) -> Path:
+    """A pjreddie-style log: an iteration line, `Loaded:`, and a save every 100 iterations."""
+    rng = random.Random(iterations)
+    avg = 5.0
+    with path.open("w") as f:
+        for i in range(1, iterations + 1):
+            loss = max(0.1, avg + rng.uniform(-0.5, 0.5))
+            avg = 0.9 * avg + 0.1 * loss
+            rate = 0.001 * min(1.0, i / 1000) ** 4 if i < 1000 else 0.001
+            f.write(f"{i}: {loss:.6f}, {avg:.6f} avg, {rate:.6f} rate, 0.25 seconds,")
+            f.write(f" {i * 64} images\nLoaded: 0.000050 seconds\n")
+            if i % 100 == 0:
+                f.write("Saving weights to backup/tiny.backup\n")
+    return path
+
+
+def peak_bytes(path: Path) -> int:
+    tracemalloc.start()
+    try:
+        analyze_log(path, Policy(rules=()))  # no rules: the history alone is measured
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor.darknet import logparse
+
+    # Small chunks, so that both logs span many and the per-chunk memory is the same in both.
+    monkeypatch.setattr(logparse, "CHUNK_SIZE", 32 << 10)
+    small = peak_bytes(synthetic_log(tmp_path / "small.log", 5_000))
+    big = peak_bytes(synthetic_log(tmp_path / "big.log", 20_000))
+    # 15 000 more iteration lines: 24 bytes each in the loss arrays, ~0.4 MB (and 150 saves).
+    # Kept as events, as before, they were ~250 bytes each: 3.7 MB more.
+    assert big - small < 1_200_000, (small, big)
+
+
+def test_random_bytes_are_not_a_darknet_log(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(random.Random(14).randbytes(1 << 20))
+    a = analyze_log(junk)
+    assert a.binary and a.not_a_log is not None
+    text = format_analysis(a)
+    assert "this is not a darknet log" in text and "did not train" not in text
+    assert a.to_json()["not_a_log"].startswith("this is not a darknet log")
+
+
+def test_text_without_darknet_output_is_named_as_such(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\neggs\nmilk\n" * 100)
+    text = format_analysis(analyze_log(notes))
+    assert "does not look like a darknet log" in text and "did not train" not in text
+
+
+@pytest.mark.shared_logs
+def test_a_darknet_log_that_did_not_train_is_still_a_darknet_log(logs_dir: Path) -> None:
+    a = analyze_log(logs_dir / "50_alexeyab-CUDA-no-device-amirafshari.log")
+    assert a.not_a_log is None
+    assert "no iteration lines: darknet did not train" in format_analysis(a)
+
+
+@pytest.mark.shared_logs
+def test_utf16_and_cr_only_logs_are_analysed(tmp_path: Path, logs_dir: Path) -> None:
+    src = logs_dir / "39_alexeyab-yolov4tiny-first1000-from-scratch-1ravikumar.log"
+    want = analyze_log(src)
+    text = src.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+    tee = tmp_path / "tee.log"
+    tee.write_bytes(text.encode("utf-16"))
+    cr = tmp_path / "cr.log"
+    cr.write_bytes(text.replace("\n", "\r").encode())
+    for path in (tee, cr):
+        got = analyze_log(path)
+        assert got.history.iteration_lines == want.history.iteration_lines == 1000
+        assert repr(report(got)) == repr(report(want))
+    assert "encoding: UTF-16 (read as such)" in format_analysis(analyze_log(tee))
+    assert analyze_log(tee).to_json()["input"]["encoding"] == "utf-16"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_for_long_logs_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = synthetic_log(tmp_path / "d.log", 3000)
+    assert terminal_progress(log, FakeTerminal()) is None  # small
+    monkeypatch.setattr(analyze_mod, "PROGRESS_MIN_BYTES", 1)
+    assert terminal_progress(log, io.StringIO()) is None  # not a terminal
+    tty = FakeTerminal()
+    bar = terminal_progress(log, tty)
+    assert isinstance(bar, TerminalProgress)
+    calls: list[tuple[str, int, int]] = []
+
+    def both(phase: str, done: int, total: int) -> None:
+        calls.append((phase, done, total))
+        bar(phase, done, total)
+
+    analyze_log(log, progress=both)
+    size = log.stat().st_size
+    assert [c[0] for c in calls] == ["scan", "replay", "done"]  # one chunk each
+    assert all(c[1:] == (size, size) for c in calls)
+    out = tty.getvalue()
+    assert "reading rates [" in out and "replaying [" in out and "100%" in out
+    assert out.endswith("\r")  # cleared: the report starts on a clean line
+
+
+def test_cli_analyze_says_not_a_darknet_log(tmp_path: Path) -> None:
+    from supervisor.cli import main
+
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(random.Random(3).randbytes(1 << 16))
+    result = CliRunner().invoke(main, ["analyze", str(junk)])
+    assert result.exit_code == 0, result.output
+    assert "this is not a darknet log" in result.output

@@ -1,0 +1,230 @@
+"""The immutable training history: the slot-by-slot copy gives what the plain definition of each
+attribute says, on real logs' events; snapshots never change; storage stays compact."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.darknet.logparse import parse_file
+from supervisor.training.events import (
+    Event,
+    FatalError,
+    GpuError,
+    Iteration,
+    IterationsRepeated,
+    LayerIoU,
+    MapResult,
+    NanLoss,
+    Tick,
+    WeightsSaved,
+)
+from supervisor.training.history import LOSS_WINDOW, History, Saves, build
+
+
+def _g(x: float | None) -> float | None:
+    """To 10 digits: the history's window means come from prefix sums, the plain ones do not."""
+    return None if x is None else float(f"{x:.10g}")
+
+
+def reference(events: list[Event]) -> dict[str, Any]:
+    """Each attribute as its docstring defines it, computed the plain way, apart from History."""
+    series: list[tuple[int, float]] = []
+    r: dict[str, Any] = {
+        "last": None,
+        "first_iteration": None,
+        "iteration_lines": 0,
+        "evaluations": [],
+        "best": None,
+        "min_avg_loss": None,
+        "min_avg_loss_iteration": None,
+        "nan_streak": 0,
+        "nan_lines": 0,
+        "saves": [],
+        "gpu_errors": [],
+        "fatal_errors": [],
+        "repeats": 0,
+        "first_time": None,
+        "last_time": None,
+        "seconds": 0.0,
+        "iou": None,
+    }
+
+    def around(it: int) -> float | None:
+        vals = [a for i, a in series if it - LOSS_WINDOW < i <= it and math.isfinite(a)]
+        return sum(vals) / len(vals) if vals else None
+
+    for e in events:
+        t = getattr(e, "time", None)
+        if t is not None:
+            r["first_time"] = t if r["first_time"] is None else r["first_time"]
+            r["last_time"] = t
+        if isinstance(e, Iteration):
+            while series and series[-1][0] >= e.iteration:
+                series.pop()  # a resume repeats iterations: the later value wins
+            series.append((e.iteration, e.avg_loss))
+            r["last"] = e
+            if r["first_iteration"] is None:
+                r["first_iteration"] = e.iteration
+            r["iteration_lines"] += 1
+            if math.isfinite(e.avg_loss) and (
+                r["min_avg_loss"] is None or e.avg_loss < r["min_avg_loss"]
+            ):
+                r["min_avg_loss"], r["min_avg_loss_iteration"] = e.avg_loss, e.iteration
+            r["nan_streak"] = 0 if math.isfinite(e.avg_loss) else r["nan_streak"] + 1
+            r["nan_lines"] += 0 if e.finite else 1
+            if e.seconds and e.seconds > 0:
+                r["seconds"] += e.seconds
+        elif isinstance(e, MapResult):
+            it = e.iteration if e.iteration is not None else (r["last"] or Iteration(0, 0, 0, 0))
+            it = it if isinstance(it, int) else it.iteration
+            valid = e.valid and math.isfinite(e.map) and 0 <= e.map <= 1
+            ev = (it, e.map, valid, _g(around(it)))
+            r["evaluations"].append(ev)
+            if valid and (r["best"] is None or e.map > r["best"][1]):
+                r["best"] = ev
+        elif isinstance(e, WeightsSaved):
+            r["saves"].append(e)
+        elif isinstance(e, GpuError):
+            r["gpu_errors"].append(e)
+        elif isinstance(e, FatalError):
+            r["fatal_errors"].append(e)
+        elif isinstance(e, LayerIoU):
+            r["iou"] = e
+        elif isinstance(e, IterationsRepeated):
+            r["repeats"] += 1
+    r["series"] = series
+    return r
+
+
+def observed(h: History) -> dict[str, Any]:
+    def ev(e: Any) -> Any:
+        return None if e is None else (e.iteration, e.map, e.valid, _g(e.avg_loss))
+
+    r = {f.name: getattr(h, f.name) for f in dataclasses.fields(h) if f.name not in ("loss",)}
+    r["evaluations"] = [ev(e) for e in h.evaluations]
+    r["best"] = ev(h.best)
+    r["saves"] = list(h.saves)
+    r["gpu_errors"] = list(h.gpu_errors)
+    r["fatal_errors"] = list(h.fatal_errors)
+    r["series"] = h.loss.points()
+    return r
+
+
+def same(a: Any, b: Any) -> bool:
+    return repr(a) == repr(b)  # NaN != NaN; the reprs show every value
+
+
+LOGS_TRIED = [
+    "01_pjreddie-yolov3tiny-buddyzhu-6000.log",
+    "04_alexeyab-yolov3tiny-fire-dstaroff.log",
+    "48_alexeyab-NaN-realloc-crash-notes-miyakz1192.log",
+    "57_alexeyab-yolov4-resume74901-interrupted-sahil.log",
+    "66_alexeyab-yolov4-coco-dockerlogs-replayed-jax79sg.log",
+]
+
+
+@pytest.mark.shared_logs
+@pytest.mark.parametrize("name", LOGS_TRIED)
+def test_history_of_a_real_log_matches_the_plain_definitions(name: str, logs_dir: Path) -> None:
+    events = list(parse_file(logs_dir / name))
+    h = build(events)
+    want, got = reference(events), observed(h)
+    for key in want:
+        assert same(got[key], want[key]), key
+    assert h.iteration == want["last"].iteration
+    # Every window mean the policy asks for, at a few points, against the plain sum.
+    for it, _ in want["series"][:: max(1, len(want["series"]) // 50)]:
+        for first in (it - 99, it - 999, it):
+            vals = [a for i, a in want["series"] if first <= i <= it and math.isfinite(a)]
+            m = h.loss.mean(first, it)
+            assert (m is None) == (not vals)
+            if vals:
+                assert m == pytest.approx(sum(vals) / len(vals), rel=1e-9)
+
+
+@pytest.mark.shared_logs
+def test_snapshots_stay_as_they_were(logs_dir: Path) -> None:
+    events = list(parse_file(logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"))
+    half = len(events) // 2
+    snap = build(events[:half])
+    before = observed(snap)
+    h = snap
+    for e in events[half:]:
+        h = h.add(e)
+    assert same(observed(snap), before)
+    assert same(before, reference(events[:half]))
+    # An older snapshot written to again forks; the newer one is untouched.
+    after = observed(h)
+    fork = snap.add(Iteration(10**6, 9.0, 9.0, 0.001)).add(WeightsSaved("x.weights", 10**6))
+    assert fork.iteration == 10**6 and fork.saves[-1].path == "x.weights"
+    assert same(observed(h), after) and same(observed(snap), before)
+
+
+def test_add_returns_a_new_history_and_assignment_is_refused() -> None:
+    h0 = History()
+    h1 = h0.add(Iteration(1, 2.0, 2.0, 0.001, seconds=0.5))
+    assert h1 is not h0 and h0.iteration == 0 and h0.iteration_lines == 0
+    assert (h1.iteration, h1.iteration_lines, h1.seconds, h1.elapsed) == (1, 1, 0.5, 0.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        h1.iteration_lines = 5  # type: ignore[misc]
+    assert h0.add(NanLoss(1, math.nan, math.nan)) is h0  # carried by its Iteration already
+
+
+def test_wall_clock_comes_from_timed_events() -> None:
+    h = build(
+        [
+            Tick(100.0),
+            Iteration(1, 1.0, 1.0, 0.001, seconds=3.0, time=101.0),
+            MapResult(1, 0.5, time=105.0),
+            WeightsSaved("a.backup", 1, time=107.0),
+        ]
+    )
+    assert (h.first_time, h.last_time, h.elapsed, h.seconds) == (100.0, 107.0, 7.0, 3.0)
+
+
+def test_loss_series_is_stored_in_compact_arrays() -> None:
+    h = build([Iteration(i, 1.0, 1.0 + i, 0.001) for i in range(1, 1001)])
+    a = h.loss._a
+    assert isinstance(a.iterations, array) and a.iterations.typecode == "q"
+    assert isinstance(a.avg_loss, array) and a.avg_loss.typecode == "d"
+    assert isinstance(a.cum, array) and a.cnt is None  # all finite: no counts stored
+    assert h.loss.point(-1) == (1000, 1001.0) and h.loss.find(500) == 499
+    assert h.loss.find(5000) is None
+
+
+def test_non_finite_losses_and_huge_iteration_numbers() -> None:
+    its = [Iteration(1, 1, 4.0, 0.001), Iteration(2, 1, math.nan, 0.001)]
+    its += [Iteration(3, 1, 2.0, 0.001), Iteration(10**30, 1, 6.0, 0.001)]
+    h = build(its)
+    assert h.loss.mean(1, 3) == 3.0  # the NaN is left out of the mean
+    assert h.loss.mean(2, 2) is None
+    assert h.loss.mean(1, 10**30) == 4.0
+    assert h.loss.last_iteration == 10**30 and h.nan_lines == 1 and h.nan_streak == 0
+
+
+def test_saves_are_a_shared_sequence_equal_to_the_tuple() -> None:
+    s1 = [WeightsSaved(f"b/{i}.weights", i) for i in range(5)]
+    h = build(s1)
+    assert isinstance(h.saves, Saves) and len(h.saves) == 5
+    assert h.saves == tuple(s1) and list(reversed(h.saves)) == s1[::-1]
+    assert h.saves[-1] == s1[-1] and h.saves[1:3] == tuple(s1[1:3])
+    assert History().saves == () and History().saves != tuple(s1)
+    with pytest.raises(IndexError):
+        h.saves[5]
+    # 31 000 saves (a 3.1 M-iteration pjreddie log) cost one list, not 31 000 growing tuples.
+    big = History()
+    for i in range(31_000):
+        big = big.add(WeightsSaved("b/t.backup", i * 100))
+    assert len(big.saves) == 31_000 and big.saves._items is big.saves._items
+
+
+def test_history_has_the_fields_its_copy_sets() -> None:
+    # `_add_iteration` sets every field by hand: this is the list it sets.
+    names = [f.name for f in dataclasses.fields(History)]
+    assert len(names) == 18 and names[0] == "loss" and names[-1] == "iou"
