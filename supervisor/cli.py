@@ -311,9 +311,22 @@ def _run_job(
         return EXIT_DETACHED
     stop = r.get("stop")
     if stop and r["status"] == "stopped":
-        click.echo(
-            f"\nstopped at iteration {stop['iteration']} by rule `{stop['rule']}`: {stop['reason']}"
+        # The rule fires at one iteration; darknet trains on until its next complete save.
+        after = stop.get("stopped_after_iteration")
+        when = (
+            f" → stopped after darknet's save at {stop['newest_save']} "
+            f"({stop.get('waited_s', 0):.0f} s later)"
+            if after is not None and stop.get("newest_save") is not None
+            else ""
         )
+        click.echo(f"\n{stop['rule']} at iteration {stop['iteration']}{when}: {stop['reason']}")
+        if stop.get("over_budget_s"):
+            click.echo(f"  ran {stop['over_budget_s']:.0f} s past max_time, waiting for that save")
+        if stop.get("no_save_after_s"):
+            click.echo(
+                f"  no complete save came within {stop['no_save_after_s']} s: stopped without "
+                "one; the newest complete save is kept"
+            )
     else:
         click.echo(f"\n{r['status']}: {r['cause']}")
     if r.get("stop"):

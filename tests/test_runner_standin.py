@@ -227,6 +227,12 @@ def test_sighup_stops_gracefully(make_job: Callable[..., Job]) -> None:
     assert "hung up" in report["stop"]["reason"]
     assert not alive(job.launch_pid())
     assert report["kept"]["last"]["iteration"] % 100 == 0
+    # The words say where the rule fired and where darknet's save came, which differ.
+    saved = report["stop"]["newest_save"]
+    assert (
+        f"user at iteration {report['stop']['iteration']} → stopped after darknet's save at {saved}"
+        in out
+    )
 
 
 def test_detach_on_hangup_then_attach_to_the_running_darknet(make_job: Callable[..., Job]) -> None:

@@ -95,7 +95,8 @@ class Progress:
     best_map: float | None
     best_iteration: int | None
     iterations_per_s: float | None
-    eta_s: float | None
+    budget_left_s: float | None  # until max_iterations or max_time, whichever comes first
+    next_evaluation: int | None  # the iteration of the next scheduled evaluation
     stopping: str | None
 
 
@@ -931,7 +932,10 @@ class JobRunner:
         h = self.history
         cap = self.spec.budget.max_iterations or self.schedule.max_batches
         ips = self._iterations_per_s()
-        eta = (cap - h.iteration) / ips if cap and ips else None
+        left = [(cap - h.iteration) / ips] if cap and ips else []
+        if self.spec.budget.max_time:
+            left.append(max(0.0, self.spec.budget.max_time - h.elapsed))
+        every = self.spec.evaluation.every if self.own_eval else None
         last = h.evaluations[-1] if h.evaluations else None
         self.on_progress(
             Progress(
@@ -942,7 +946,8 @@ class JobRunner:
                 best_map=h.best.map if h.best else None,
                 best_iteration=h.best.iteration if h.best else None,
                 iterations_per_s=ips,
-                eta_s=eta,
+                budget_left_s=min(left) if left else None,
+                next_evaluation=(h.iteration // every + 1) * every if every else None,
                 stopping=self.stop_decision.rule if self.stop_decision else None,
             )
         )
@@ -952,6 +957,11 @@ def _gone(handle: launch.LaunchHandle, proc: Any) -> bool:
     if proc is not None:
         return bool(proc.poll() is not None)
     return not handle.alive
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def format_progress(p: Progress) -> str:
@@ -965,9 +975,12 @@ def format_progress(p: Progress) -> str:
         parts.append(f"best {pct(p.best_map)}@{p.best_iteration}")
     if p.iterations_per_s:
         parts.append(f"{p.iterations_per_s:.2f} it/s")
-    if p.eta_s is not None:
-        # The budget's end: the policy usually stops earlier, which no ETA can promise.
-        parts.append(f"{p.max_iterations} in {int(p.eta_s // 60)}m{int(p.eta_s % 60):02d}s")
+        if p.next_evaluation is not None:
+            wait = (p.next_evaluation - p.iteration) / p.iterations_per_s
+            parts.append(f"next eval at {p.next_evaluation} in {_duration(wait)}")
+    if p.budget_left_s is not None:
+        # Not an ETA of the run: the policy usually stops it before its budget is spent.
+        parts.append(f"budget ends in {_duration(p.budget_left_s)}")
     if p.stopping:
         parts.append(f"stopping ({p.stopping}) after the next save")
     return " · ".join(parts)
