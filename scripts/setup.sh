@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Creates .venv with the package (and its test extras) and makes sure Debian's darknet is there.
+# Creates .venv with the package (and its test extras); with --debian-darknet also makes sure
+# Debian's CPU darknet package is installed (the demo and the tests train it).
+#
+# Without the flag no system package is touched: on a GPU server people run their own CUDA
+# build of AlexeyAB or hank-ai darknet, and installing Debian's 2018 pjreddie build beside it
+# (as /usr/bin/darknet, possibly first on PATH) behind their back would be wrong.
 # Debian's system Python refuses a root `pip install` (PEP 668), hence the virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v darknet >/dev/null 2>&1 || [ "${CI:-}" = "true" ]; then
+want_darknet=false
+for arg in "$@"; do
+  case "$arg" in
+    --debian-darknet) want_darknet=true ;;
+    *) echo "usage: $0 [--debian-darknet]" >&2; exit 2 ;;
+  esac
+done
+
+if $want_darknet && ! dpkg -s darknet >/dev/null 2>&1; then
+  if other=$(command -v darknet 2>/dev/null); then
+    echo "note: $other is on PATH; adding Debian's CPU darknet (/usr/bin/darknet) for the demo and tests" >&2
+  fi
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,7 +2,7 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --debian-darknet
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/pytest -q "$@"
