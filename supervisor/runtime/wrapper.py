@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from supervisor.atomicio import write_json_atomic
 from supervisor.darknet.logparse import launch_marker
 
 
@@ -35,9 +35,8 @@ def record_exit(path: Path, entry: dict[str, Any]) -> None:
         except (OSError, ValueError):
             launches = []
     launches.append(entry)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"launches": launches}, indent=2))
-    os.replace(tmp, path)
+    # fsync: this record is how a restarted supervisor learns the launch ended at all.
+    write_json_atomic(path, {"launches": launches}, fsync=True)
 
 
 def main(args: list[str] | None = None) -> int:
