@@ -579,13 +579,14 @@ class LogParser:
         if self._strict and m.end() != len(s):
             return None  # an unterminated line that stops mid-field may be cut
         it, t_loss, t_avg, avg_loss_word, t_rate, t_secs, images, t_hours = m.groups()
+        secs: float | None
         try:
-            loss, avg, rate = float(t_loss), float(t_avg), float(t_rate)
+            loss, avg, rate, secs = float(t_loss), float(t_avg), float(t_rate), float(t_secs)
         except ValueError:
             f_loss, f_avg, f_rate = _num(t_loss), _num(t_avg), _num(t_rate)
             if f_loss is None or f_avg is None or f_rate is None:
                 return None
-            loss, avg, rate = f_loss, f_avg, f_rate
+            loss, avg, rate, secs = f_loss, f_avg, f_rate, _num(t_secs)
         hours: float | None = None
         if t_hours is not None:
             hours = _num(t_hours)
@@ -595,7 +596,7 @@ class LogParser:
             self._hint("alexeyab")
         elif self._rank < 1:
             self._hint("pjreddie")
-        out = self._emit_iteration(int(it), loss, avg, rate, _num(t_secs), int(images), hours)
+        out = self._emit_iteration(int(it), loss, avg, rate, secs, int(images), hours)
         if m.end() < len(s) and _SAVING in s:
             # Cut right after `images` by a save (module docstring): the save is on it too.
             saved = self._saving(s[s.index(_SAVING) :])

@@ -119,9 +119,15 @@ class LossSeries:
         a = self._a
         n = self.n
         its = a.iterations
-        lo = bisect_left(its, first, 0, n)
-        # The policy's windows end at the latest iteration: no search for that end.
-        hi = n if n and last >= its[n - 1] else bisect_left(its, last + 1, 0, n)
+        if not n:
+            return None
+        top = its[n - 1]
+        # The policy asks for windows that end at the latest iteration, several per line, and a
+        # search in an array boxes every probe: in a series without gaps the index of `first`
+        # is known, and is checked (the series is strictly ascending, so a hit is exact).
+        k = n - 1 - (top - first)
+        lo = k if 0 <= k < n and its[k] == first else bisect_left(its, first, 0, n)
+        hi = n if last >= top else bisect_left(its, last + 1, 0, n)
         cnt = a.cnt
         count = hi - lo if cnt is None else cnt[hi] - cnt[lo]
         return (a.cum[hi] - a.cum[lo]) / count if count else None
