@@ -55,13 +55,18 @@ def analyze(
 ) -> None:
     """Replay a darknet training LOG: the curve, where the policy stops and why, what it keeps."""
     from supervisor.darknet.analyze import analyze_log, format_analysis, terminal_progress
+    from supervisor.darknet.logparse import LogReadError
     from supervisor.runtime.jobpolicy import policy_for, schedule_from_cfg
 
     policy = policy_for(_load_spec(job)) if job else policy_for(None)
     schedule = schedule_from_cfg(cfg) if cfg else None
     # A bar on stderr for a long log, only when stderr is a terminal.
     progress = terminal_progress(log)
-    a = analyze_log(log, policy, schedule, cast(Flavour | None, flavour), progress)
+    try:
+        a = analyze_log(log, policy, schedule, cast(Flavour | None, flavour), progress)
+    except LogReadError as e:  # unreadable (permissions, a directory swapped in): say so
+        click.echo(str(e), err=True)
+        sys.exit(2)
     if as_json:
         _dump(a.to_json())
     else:
