@@ -248,3 +248,13 @@ def test_cli_analyze_says_not_a_darknet_log(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["analyze", str(junk)])
     assert result.exit_code == 0, result.output
     assert "this is not a darknet log" in result.output
+
+
+def test_cli_analyze_names_an_unreadable_log() -> None:
+    from supervisor.cli import main
+
+    # Any user can open /proc/self/mem, and reading it at offset 0 fails (EIO), even as root.
+    result = CliRunner().invoke(main, ["analyze", "/proc/self/mem"])
+    assert result.exit_code == 2
+    assert "cannot read darknet log /proc/self/mem" in result.output
+    assert "Traceback" not in result.output

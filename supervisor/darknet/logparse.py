@@ -62,6 +62,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from supervisor.training.events import (
     FLAVOURS,
@@ -1053,18 +1054,27 @@ class LogFile:
                 self.size = os.fstat(f.fileno()).st_size
             except OSError:
                 self.size = 0
-            block = f.read(self.chunk_size)
+            block = self._read(f)
             self.encoding = detect_encoding(block)
             decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
             while block:
                 self.bytes_read += len(block)
                 yield self._counted(decoder.decode(block))
-                block = f.read(self.chunk_size)
+                block = self._read(f)
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield self._counted(tail)
         finally:
             f.close()
+
+    def _read(self, f: BinaryIO) -> bytes:
+        try:
+            return f.read(self.chunk_size)
+        except OSError as e:
+            raise LogReadError(
+                f"cannot read darknet log {self.path} after {self.bytes_read} bytes:"
+                f" {e.strerror or e}. Is it a regular file on a working disk?"
+            ) from e
 
     def _counted(self, text: str) -> str:
         self.chars += len(text)
