@@ -164,7 +164,7 @@ def test_memory_does_not_grow_with_the_events(
     monkeypatch.setattr(logparse, "CHUNK_SIZE", 32 << 10)
     small = peak_bytes(synthetic_log(tmp_path / "small.log", 5_000))
     big = peak_bytes(synthetic_log(tmp_path / "big.log", 20_000))
-    # 15 000 more iteration lines: 24 bytes each in the loss arrays, ~0.4 MB (and 150 saves).
+    # 15 000 more iteration lines: 20 bytes each in the loss arrays, ~0.3 MB (and 150 saves).
     # Kept as events, as before, they were ~250 bytes each: 3.7 MB more.
     assert big - small < 1_200_000, (small, big)
 

@@ -191,7 +191,7 @@ def test_wall_clock_comes_from_timed_events() -> None:
 def test_loss_series_is_stored_in_compact_arrays() -> None:
     h = build([Iteration(i, 1.0, 1.0 + i, 0.001) for i in range(1, 1001)])
     a = h.loss._a
-    assert isinstance(a.iterations, array) and a.iterations.typecode == "q"
+    assert isinstance(a.iterations, array) and a.iterations.typecode == "i"
     assert isinstance(a.avg_loss, array) and a.avg_loss.typecode == "d"
     assert isinstance(a.cum, array) and a.cnt is None  # all finite: no counts stored
     assert h.loss.point(-1) == (1000, 1001.0) and h.loss.find(500) == 499
@@ -200,11 +200,14 @@ def test_loss_series_is_stored_in_compact_arrays() -> None:
 
 def test_non_finite_losses_and_huge_iteration_numbers() -> None:
     its = [Iteration(1, 1, 4.0, 0.001), Iteration(2, 1, math.nan, 0.001)]
-    its += [Iteration(3, 1, 2.0, 0.001), Iteration(10**30, 1, 6.0, 0.001)]
+    its += [Iteration(3, 1, 2.0, 0.001), Iteration(2**40, 1, 6.0, 0.001)]
     h = build(its)
+    assert h.loss._a.iterations.typecode == "q"  # type: ignore[union-attr]
+    h = h.add(Iteration(10**30, 1, 4.0, 0.001))
+    assert isinstance(h.loss._a.iterations, list)
     assert h.loss.mean(1, 3) == 3.0  # the NaN is left out of the mean
     assert h.loss.mean(2, 2) is None
-    assert h.loss.mean(1, 10**30) == 4.0
+    assert h.loss.mean(1, 2**40) == 4.0 and h.loss.mean(1, 10**30) == 4.0
     assert h.loss.last_iteration == 10**30 and h.nan_lines == 1 and h.nan_streak == 0
 
 

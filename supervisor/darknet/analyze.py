@@ -5,7 +5,7 @@ log is what the supervisor would have done. The one difference: a replay cannot 
 weights itself, so a log without darknet's own mAP lines has no mAP evidence.
 
 The log is streamed (users analyse week-long logs of gigabytes): events are folded into the
-history chunk by chunk and none is kept, so memory is the history itself — 24 bytes per
+history chunk by chunk and none is kept, so memory is the history itself — 20 bytes per
 iteration line in its loss arrays, plus the evaluations, saves and errors the report lists.
 Without `--cfg` the policy needs the schedule that the printed learning rate shows over the
 *whole* log (burn_in gates the rules, the last step lengthens the plateau patience) before it
@@ -40,7 +40,7 @@ from supervisor.training.schedule import Schedule, infer_schedule
 # once at the end.
 Progress = Callable[[str, int, int], None]
 
-# Logs smaller than this replay in about a second: no progress bar for them.
+# Logs smaller than this replay in a few seconds: no progress bar for them.
 PROGRESS_MIN_BYTES = 16 << 20
 _PHASES = {"scan": "reading rates", "replay": "replaying"}
 
