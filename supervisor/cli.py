@@ -573,11 +573,27 @@ def evaluate(
 
 
 @main.command()
-def schema() -> None:
+@click.option("--config", "config", is_flag=True, help="The daemon config's schema instead.")
+def schema(config: bool) -> None:
     """Print the job file's JSON Schema (for editors: yaml-language-server)."""
+    if config:
+        from supervisor.service.config import config_schema
+
+        _dump(config_schema())
+        return
     from supervisor.spec import json_schema
 
     _dump(json_schema())
+
+
+def _register_service() -> None:
+    # The daemon and its client commands live in supervisor/service/commands.py.
+    from supervisor.service.commands import register
+
+    register(main)
+
+
+_register_service()
 
 
 if __name__ == "__main__":  # pragma: no cover
