@@ -46,6 +46,7 @@ def rules_for(stop: StopSpec) -> tuple[Rule, ...]:
                 window=nl.loss_window,
                 after_share=nl.after_share,
                 after_min=nl.after_min,
+                min_loss_drop=nl.min_loss_drop,
             )
         )
     return tuple(rules)

@@ -70,6 +70,7 @@ NOT_LEARNING_MAP_BELOW = _NOT_LEARNING.map_below  # mAP still under this means n
 NOT_LEARNING_LOSS_WINDOW = _NOT_LEARNING.window  # iterations a falling avg loss is looked for in
 NOT_LEARNING_AFTER_SHARE = _NOT_LEARNING.after_share  # ... or this share of max_batches if sooner
 NOT_LEARNING_AFTER_MIN = _NOT_LEARNING.after_min  # ... but never before this iteration
+NOT_LEARNING_MIN_LOSS_DROP = _NOT_LEARNING.min_loss_drop  # a fall this steep: still descending
 DIVERGED_LOSS_FACTOR = _DIVERGED.loss_factor  # avg loss above this × its minimum: diverged
 DIVERGED_NAN = _DIVERGED.nan  # NaN/inf loss (darknet prints -nan) never recovers
 
@@ -365,6 +366,11 @@ class NotLearningRule(Rule):
         default=NOT_LEARNING_AFTER_MIN,
         description="never judge before this iteration, however short the run",
     )
+    min_loss_drop: Annotated[StrictFloat, Field(ge=0, lt=1)] = Field(
+        default=NOT_LEARNING_MIN_LOSS_DROP,
+        description="the loss still falls well (wait) while the latest half of loss_window is "
+        "this much lower (fraction) than the half before",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -380,7 +386,9 @@ class DivergedRule(Rule):
     """Stop a run whose loss explodes."""
 
     loss_factor: Annotated[StrictFloat, Field(gt=1)] = Field(
-        default=DIVERGED_LOSS_FACTOR, description="avg loss above this × its minimum means diverged"
+        default=DIVERGED_LOSS_FACTOR,
+        description="avg loss risen above this × a minimum reached before its last 100 "
+        "iterations, and staying there, means diverged",
     )
     nan: StrictBool = Field(default=DIVERGED_NAN, description="a NaN/inf loss means diverged")
 
