@@ -1,0 +1,192 @@
+"""The daemon config (located errors, schema, discovery) and the SQLite store (migrations,
+transitions, the records it mirrors, resync on re-adoption). No daemon process here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor.service.config import (
+    DaemonConfig,
+    find_config,
+    find_socket,
+    load_config,
+    parse_config,
+)
+from supervisor.service.daemon import resume_records
+from supervisor.service.store import SCHEMA_VERSION, Store, StoreError
+from supervisor.spec import SpecError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_errors_are_all_located_with_what_is_allowed(tmp_path: Path) -> None:
+    f = tmp_path / "config.yaml"
+    f.write_text(
+        "binaries:\n"
+        "  darknet: {path: usr/bin/darknet, flavor: pjreddie}\n"
+        "cpu_slot: 2\n"
+        "data_roots: [data, /]\n"
+        "api:\n"
+        "  socket_mode: '0666'\n"
+        "  tcp: {listen: 127.0.0.1, token_file: t}\n"
+        "gpus: [0, 0]\n"
+        "on_shutdown: kill\n"
+    )
+    with pytest.raises(SpecError) as e:
+        load_config(f)
+    text = str(e.value)
+    assert "problems in the daemon config" in text
+    expected = [
+        ":2:19: binaries.darknet.path = usr/bin/darknet: must be an absolute path",
+        "binaries.darknet.flavor: unknown key `flavor`; did you mean `flavour`? Allowed here: "
+        "path, flavour",
+        ":3:1: cpu_slot: unknown key `cpu_slot`; did you mean `cpu_slots`?",
+        "data_roots",
+        ":6:16: api.socket_mode = 0666: gives access to every user",
+        "api.tcp.listen = 127.0.0.1: must be host:port",
+        ":8:7: gpus",
+        ":9:14: on_shutdown = kill",
+    ]
+    for piece in expected:
+        assert piece in text, (piece, text)
+
+
+def test_defaults_and_derived_paths(tmp_path: Path) -> None:
+    c = parse_config("state_dir: st\ndata_roots: [/data/]\n", base_dir=tmp_path)
+    assert c.state() == tmp_path / "st"
+    assert c.socket_path() == tmp_path / "st" / "trainsup.sock"
+    assert c.binaries["darknet"].path == Path("/usr/bin/darknet")
+    assert c.cpu_slots == 1 and c.gpus == "auto" and c.on_shutdown == "leave"
+    assert c.data_roots == (Path("/data"),)
+    assert c.api.mode == 0o660
+    assert parse_config("# all commented out\n") == DaemonConfig()
+    with pytest.raises(SpecError, match="binary names are 1-64 characters"):
+        parse_config("binaries: {'my darknet': {path: /opt/d}}\n")
+    long = "/tmp/" + "x" * 120 + "/s.sock"
+    with pytest.raises(SpecError, match="107 bytes"):
+        parse_config(f"api: {{socket: {long}}}\n")
+
+
+def test_config_and_socket_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    given = tmp_path / "given.yaml"
+    monkeypatch.setenv("TRAINSUP_CONFIG", str(tmp_path / "env.yaml"))
+    assert find_config(given) == given
+    assert find_config() == tmp_path / "env.yaml"
+    monkeypatch.delenv("TRAINSUP_CONFIG")
+    assert find_config() in (None, Path("/etc/trainsup/config.yaml"))
+    c = parse_config(f"state_dir: {tmp_path}\n")
+    monkeypatch.delenv("TRAINSUP_SOCKET", raising=False)
+    assert find_socket(c) == tmp_path / "trainsup.sock"
+    monkeypatch.setenv("TRAINSUP_SOCKET", "/run/x.sock")
+    assert find_socket(c) == Path("/run/x.sock")
+    assert find_socket(c, Path("/a.sock")) == Path("/a.sock")
+
+
+def test_schema_config_command_prints_the_config_schema() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "schema", "--config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    schema = json.loads(p.stdout)
+    assert schema["title"] == "trainsup daemon config"
+    for key in ("state_dir", "binaries", "data_roots", "gpus", "cpu_slots", "api", "defaults"):
+        assert key in schema["properties"], key
+    assert schema["additionalProperties"] is False
+
+
+def test_store_migrates_an_empty_db_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    s = Store(db)
+    assert s.version == SCHEMA_VERSION
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+    assert Store(db).version == SCHEMA_VERSION  # idempotent
+    raw = sqlite3.connect(db)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(StoreError, match="newer than this trainsup knows"):
+        Store(db)
+
+
+def _job(s: Store) -> int:
+    return s.add_job(
+        name="a", priority=0, after=None, source="a.yaml", base_dir="/", spec_text="",
+        binary_name="darknet", binary_path="/usr/bin/darknet", gpus=[], user="me",
+    )  # fmt: skip
+
+
+def test_store_transitions_and_mirrored_records(tmp_path: Path) -> None:
+    s = Store(tmp_path / "t.db")
+    j = _job(s)
+    with pytest.raises(StoreError, match="cannot become running"):
+        s.transition(j, "running")
+    s.transition(j, "starting", "test")
+    for rec in (
+        {"type": "Launched", "time": 1.0, "pid": 42, "number": 1},
+        {"type": "Iteration", "time": 2.0, "iteration": 1, "avg_loss": 3.0},
+        {"type": "Iteration", "time": 3.0, "iteration": 2, "avg_loss": 2.5},
+        {"type": "MapResult", "time": 4.0, "iteration": 2, "map": 0.4, "valid": True},
+        {"type": "NewBest", "time": 4.0, "iteration": 2, "map": 0.4, "previous": None},
+        {"type": "Checkpoint", "time": 5.0, "offset": 1234},
+        {"type": "Relaunched", "time": 6.0, "reason": "r", "iteration": 0},
+        {
+            "type": "Finished",
+            "time": 7.0,
+            "status": "stopped",
+            "cause": "c",
+            "stop": {"rule": "plateau", "reason": "flat"},
+            "best": {"iteration": 2, "map": 0.4},
+            "kept": {"best": {"path": "/k/best.weights", "iteration": 2, "map": 0.4}},
+        },
+    ):
+        s.record(j, rec)
+    row = s.get(j)
+    assert row is not None
+    assert (row["pid"], row["iteration"], row["avg_loss"], row["last_map"]) == (42, 2, 2.5, 0.4)
+    assert (row["best_iteration"], row["best_map"], row["log_offset"]) == (2, 0.4, 1234)
+    assert (row["stop_rule"], row["relaunches"], row["status"]) == ("plateau", 1, "stopped")
+    assert s.kept(j) == [{"name": "best", "path": "/k/best.weights", "iteration": 2, "map": 0.4}]
+    s.transition(j, "running")
+    s.transition(j, "finished", "done")
+    assert [t["to_state"] for t in s.transitions(j)] == [
+        "queued",
+        "starting",
+        "running",
+        "finished",
+    ]
+    assert s.get(j)["ended"] is not None  # type: ignore[index]
+    # A resume repeats iterations: the store holds both records, the history the later one.
+    s.record(j, {"type": "Iteration", "time": 8.0, "iteration": 2, "avg_loss": 2.0})
+    assert s.iteration_records(j) == {1: 1, 2: 2}
+    assert [h["avg_loss"] for h in s.history(j)] == [3.0, 2.0]
+
+
+def test_resync_keeps_what_the_attaching_runner_keeps(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    recs = [
+        {"type": "JobStarted", "time": 1},
+        {"type": "Iteration", "time": 2, "iteration": 1},
+        {"type": "Checkpoint", "time": 3, "offset": 10},
+        {"type": "Iteration", "time": 4, "iteration": 2},  # read again from the log
+        {"type": "Decision", "time": 5, "decision": "stop", "rule": "user"},
+    ]
+    events.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kept = resume_records(events)
+    assert [r["type"] for r in kept] == ["JobStarted", "Iteration", "Checkpoint", "Decision"]
+    s = Store(tmp_path / "t.db")
+    j = _job(s)
+    for r in recs:
+        s.record(j, r)
+    s.resync_events(j, kept)
+    assert [r["type"] for _, r in s.events(j)] == ["JobStarted", "Iteration", "Checkpoint",
+                                                   "Decision"]  # fmt: skip
+    assert s.iteration_records(j) == {1: 1}
