@@ -163,3 +163,22 @@ async def test_end_to_end_helper_checks_messages_against_the_report(tmp_path: Pa
         "stopped.best = {'iteration': 500, 'map': 0.6}, report.json: {'iteration': 700, 'map': 0.5}"
     ]
     assert "is no evaluation" in mismatches_with_report(got, {**report, "evaluations": []})[0]
+
+
+def test_redacted_targets_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    import structlog
+
+    from supervisor.spec import redacted_yaml
+
+    original = parse_spec(
+        "name: j\ndarknet: {data: a, cfg: b}\n"
+        "notify: [{type: slack, url: 'https://hooks.slack.com/services/T/B/SecretX'}]\n"
+    )
+    copy = parse_spec(redacted_yaml(original))  # what `run --attach` loads
+    subscribed: list[Any] = []
+    with structlog.testing.capture_logs() as logs:
+        notes = attach_notifications(subscribed.append, copy.notify, tmp_path)
+    assert subscribed == [] and notes.summary() is None
+    (entry,) = logs
+    assert entry["event"] == "notification target skipped"
+    assert entry["target"] == "slack https://hooks.slack.com/…" and "${ENV_VAR}" in entry["why"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from supervisor.notify.spec import NotifyTarget
+from supervisor.notify.spec import REDACTED_HINT, NotifyTarget
 
 
 def _load(path: Path) -> Any:
@@ -39,6 +39,11 @@ async def _test_targets(targets: tuple[NotifyTarget, ...], job: str, timeout: fl
     config = DeliveryConfig(timeout=timeout, connect_timeout=min(timeout, 10.0))
     message = test_message(JobFacts(job))
     all_ok = True
+    for t in targets:
+        if t.redacted:
+            click.echo(f"FAIL {t.label}: not sent: {REDACTED_HINT}")
+            all_ok = False
+    targets = tuple(t for t in targets if not t.redacted)
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout)
     ) as client:
@@ -76,6 +81,10 @@ async def _flush(job_dir: Path, targets: tuple[NotifyTarget, ...], timeout: floa
     outbox = SqliteOutbox(job_dir / OUTBOX_FILE)
     try:
         before = {d.seq: d.state for d in outbox.deliveries()}
+        for t in targets:
+            if t.redacted:
+                click.echo(f"cannot use {t.label}: {REDACTED_HINT} (--job)", err=True)
+        targets = tuple(t for t in targets if not t.redacted)
         known = {t.key for t in targets}
         orphans = [d for d in outbox.deliveries(PENDING) if d.target not in known]
         usable = [t for t in targets if outbox.pending(t.key)]

@@ -28,7 +28,7 @@ from supervisor.notify.delivery import Deliverer, DeliveryConfig
 from supervisor.notify.message import JobFacts, Message, compose, event_of
 from supervisor.notify.outbox import OUTBOX_FILE, Outbox, SqliteOutbox, delivery_failures, summary
 from supervisor.notify.redact import scrub
-from supervisor.notify.spec import NotifyTarget
+from supervisor.notify.spec import REDACTED_HINT, NotifyTarget
 
 log = structlog.get_logger("trainsup.notify")
 
@@ -237,6 +237,11 @@ def attach_notifications(
     `<job_dir>/outbox.sqlite`; rows a previous process left there for these targets are
     delivered too. `link` is the job's public page, when there is one.
     """
+    for t in targets:
+        if t.redacted:
+            # `run --attach` reads the job dir's copy: say why this target stays silent.
+            log.warning("notification target skipped", target=t.label, why=REDACTED_HINT)
+    targets = [t for t in targets if not t.redacted]
     if not targets:
         return Notifications()
     outbox = SqliteOutbox(job_dir / OUTBOX_FILE)

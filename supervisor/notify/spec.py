@@ -83,14 +83,19 @@ def expand_env(text: str, environ: Any = None) -> str:
 
 class Secret:
     """A secret string. `str`, `repr` and a JSON dump show it redacted; only
-    `get_secret_value()` gives it. Equal when the values are equal."""
+    `get_secret_value()` gives it. Equal when the values are equal.
 
-    __slots__ = ("_source", "_value")
+    Reading back a job dir's job.yaml (`run --attach`, `notify flush`) meets the redaction
+    itself (`https://hooks.slack.com/…`, `**********`): it loads, as a secret that is
+    `redacted` — the job stays usable, and whoever would send to it says why it cannot."""
 
-    def __init__(self, value: str, source: str | None = None) -> None:
+    __slots__ = ("_redacted", "_source", "_value")
+
+    def __init__(self, value: str, source: str | None = None, redacted: bool = False) -> None:
         self._value = value
         # `${NAME}` when the whole value came from one variable: safe to write back out.
         self._source = source
+        self._redacted = redacted
 
     def get_secret_value(self) -> str:
         return self._value
@@ -99,11 +104,18 @@ class Secret:
     def source(self) -> str | None:
         return self._source
 
+    @property
+    def redacted(self) -> bool:
+        """Read from a redacted copy: the real value is not known here."""
+        return self._redacted
+
     def shown(self) -> str:
         return REDACTED
 
     def dumped(self) -> str:
         """What a copy of the job file gets: the `${NAME}` it came from, else the redaction."""
+        if self._redacted:
+            return self._value
         return self._source or self.shown()
 
     def __str__(self) -> str:
@@ -134,13 +146,7 @@ class Secret:
             raise _error("string_type", "must be text (put it in quotes)")
         written = value.strip()
         if written == REDACTED or written.endswith("/…"):
-            # A job dir's job.yaml read back: sending to `https://hooks.slack.com/…` would
-            # only fail later and less clearly.
-            raise _error(
-                "redacted",
-                "is a redacted copy of a secret (from a job dir's job.yaml): use the original "
-                "job file, or write it as ${ENV_VAR} so that copies keep working",
-            )
+            return cls(written, None, redacted=True)
         expanded = expand_env(written)
         cls.check(expanded)
         register_secret(expanded)
@@ -341,6 +347,11 @@ class NotifyTarget(BaseModel):
     # --- what delivery needs
 
     @property
+    def redacted(self) -> bool:
+        """Read from a job dir's redacted copy: nothing can be sent to it (`REDACTED_HINT`)."""
+        return any(s is not None and s.redacted for s in (self.url, self.token, self.secret))
+
+    @property
     def endpoint(self) -> str:
         """The URL requests go to (telegram: the API server; the method is appended)."""
         if self.type == "telegram":
@@ -362,6 +373,12 @@ class NotifyTarget(BaseModel):
         if self.type == "telegram":
             return f"telegram {redact_url(self.endpoint)} chat {self.chat_id}"
         return f"{self.type} {redact_url(self.endpoint)}"
+
+
+REDACTED_HINT = (
+    "its URL, token or secret is redacted in the job dir's job.yaml: pass the original job "
+    "file, or write them as ${ENV_VAR} so that the job dir's copy keeps working"
+)
 
 
 def _no_targets(value: Any) -> Any:
