@@ -190,3 +190,32 @@ def test_resync_keeps_what_the_attaching_runner_keeps(tmp_path: Path) -> None:
     assert [r["type"] for _, r in s.events(j)] == ["JobStarted", "Iteration", "Checkpoint",
                                                    "Decision"]  # fmt: skip
     assert s.iteration_records(j) == {1: 1}
+
+
+def test_the_example_config_is_valid() -> None:
+    c = load_config(ROOT / "configs" / "config.yaml")
+    assert c.binaries["darknet"].path == Path("/usr/bin/darknet")
+    assert c.api.mode == 0o660 and c.on_shutdown == "leave"
+
+
+def test_admission_merges_the_config_defaults_under_the_job(tmp_path: Path) -> None:
+    from supervisor.dataset.synth import make_shapes_dataset
+    from supervisor.service.admission import Refused, admit
+
+    data = make_shapes_dataset(tmp_path / "d", train=2, valid=2, seed=1).data
+    (tmp_path / "c.cfg").write_text("[net]\nbatch=1\n")
+    config = parse_config(
+        f"data_roots: [{tmp_path}]\n"
+        "defaults: {budget: {max_time: 2h, max_iterations: 50}, evaluation: {every: 200}}\n"
+    )
+    job = (
+        "name: j\ndarknet: {data: d/obj.data, cfg: c.cfg, gpus: []}\nbudget: {max_iterations: 70}\n"
+    )
+    a = admit(config, job, "j.yaml", tmp_path, [])
+    assert a.spec.budget.max_iterations == 70, "the job's own key wins"
+    assert a.spec.budget.max_time == 7200 and a.spec.evaluation.every == 200
+    assert a.spec.darknet.flavour == "auto" and a.binary_path == "/usr/bin/darknet"
+    assert a.spec.darknet.data == data
+    with pytest.raises(Refused) as e:
+        admit(config, job.replace("70", "-1"), "j.yaml", tmp_path, [])
+    assert "j.yaml:3" in str(e.value), "located in the user's own file"
