@@ -90,17 +90,32 @@ CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (target, state, seq)
 
 
 class SqliteOutbox:
-    """`Outbox` in one SQLite file. Used from one thread (the event loop's)."""
+    """`Outbox` in one SQLite file, created with the first row (a job that never sends a
+    message gets no file). Used from one thread (the event loop's)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # `trainsup notify flush` may open the file while a run still holds it.
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the outbox is closed")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # `trainsup notify flush` may open the file while a run still holds it.
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._conn = db
+        return self._conn
+
+    def _empty(self) -> bool:
+        """Nothing was ever queued here: reading needs no file."""
+        return self._conn is None and not self._closed and not self.path.exists()
 
     def add(self, message: Message, targets: Sequence[tuple[str, str]]) -> None:
         if not targets:
@@ -127,6 +142,8 @@ class SqliteOutbox:
             )
 
     def _rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[Delivery]:
+        if self._empty():
+            return []
         cur = self._db.execute(
             "SELECT d.seq, m.body, d.target, d.label, d.state, d.attempts, d.status, d.error "
             f"FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE {where} "
@@ -162,6 +179,8 @@ class SqliteOutbox:
         self._update(seq, FAILED, status, error)
 
     def pending(self, target: str | None = None) -> int:
+        if self._empty():
+            return 0
         if target is None:
             row = self._db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
         else:
@@ -177,7 +196,10 @@ class SqliteOutbox:
         return self._rows("d.state = ?", (state,))
 
     def close(self) -> None:
-        self._db.close()
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def delivery_failures(outbox: Outbox) -> list[dict[str, Any]]:
