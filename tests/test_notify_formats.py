@@ -160,6 +160,7 @@ def test_slack_escapes_mrkdwn_control_characters(tmp_path: Path) -> None:
     body = json.loads(slack(target("slack", "https://hooks.slack.com/x/y"), m).content or b"")
     text = body["blocks"][0]["text"]["text"]
     assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "a&lt;b&gt;&amp;c" in text
+    assert "<!channel>" not in body["text"]  # the notification text is mrkdwn too
 
 
 async def test_discord_embed_limits_and_chart_upload(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def slack(target: NotifyTarget, message: Message) -> HttpRequest:
         note = {"type": "mrkdwn", "text": f"… {more} more blocks left out"}
         blocks = [*blocks[: SLACK_BLOCKS - 1], {"type": "context", "elements": [note]}]
     # `text` is what notifications and screen readers show when blocks are present.
-    payload = {"text": cut(plain_text(message), SLACK_SECTION), "blocks": blocks}
+    payload = {"text": cut(_slack_escape(plain_text(message)), SLACK_SECTION), "blocks": blocks}
     return HttpRequest(target.endpoint, _json(payload), headers=_headers(message))
 
 
