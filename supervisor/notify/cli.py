@@ -32,12 +32,12 @@ async def _test_targets(targets: tuple[NotifyTarget, ...], job: str, timeout: fl
 
     from supervisor.notify.delivery import DeliveryConfig, send
     from supervisor.notify.formats import render
-    from supervisor.notify.message import JobFacts, test_message
+    from supervisor.notify.message import JobFacts, probe_message
     from supervisor.notify.redact import install_log_scrubbing
 
     install_log_scrubbing()
     config = DeliveryConfig(timeout=timeout, connect_timeout=min(timeout, 10.0))
-    message = test_message(JobFacts(job))
+    message = probe_message(JobFacts(job))
     all_ok = True
     for t in targets:
         if t.redacted:

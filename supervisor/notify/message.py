@@ -297,7 +297,7 @@ def finished(job: JobFacts, r: dict[str, Any]) -> Message:
     used = r.get("budget_used")
     if isinstance(used, int | float) and not isinstance(used, bool) and 0 <= used < 0.995:
         parts.append(f"{round((1 - used) * 100):.0f} % of the budget unused.")
-    # Finished's `stop` has no advice; the Decision before it has.
+    # A Finished record's `stop` may come without the advice; the Decision before it has it.
     advice = _get(stop, "advice") or _get(job.decision, "advice")
     text = " ".join(parts)
     if advice:
@@ -327,7 +327,7 @@ def finished(job: JobFacts, r: dict[str, Any]) -> Message:
     return _make(job, event, r, head, text.strip(), facts, numbers)
 
 
-def test_message(job: JobFacts) -> Message:
+def probe_message(job: JobFacts) -> Message:
     record: dict[str, Any] = {"time": time.time()}
     return _make(
         job,
