@@ -135,15 +135,16 @@ def oracle(c: Curve) -> Outcome:
     return it, m
 
 
-def keras_patience(k: int, min_delta: float | Callable[[Curve], float] = 0.0) -> Baseline:
-    """Keras EarlyStopping(patience=k evaluations, min_delta, restore_best_weights=True)."""
+def keras_patience(k: int, noise: bool = False) -> Baseline:
+    """Keras EarlyStopping(patience=k evaluations, restore_best_weights=True); min_delta 0,
+    or (`noise`) one σ of the evaluation noise estimated from the evaluations so far."""
 
     def run(c: Curve) -> Outcome:
-        delta = min_delta(c) if callable(min_delta) else min_delta
-        _best, best_m, wait = None, -math.inf, 0
-        for it, m, _ in c.evals:
+        best_m, wait = -math.inf, 0
+        for i, (it, m, _) in enumerate(c.evals):
+            delta = noise_sigma([x for _, x, _ in c.evals[: i + 1]]) if noise else 0.0
             if m > best_m + delta:
-                _best, best_m, wait = it, m, 0
+                best_m, wait = m, 0
             else:
                 wait += 1
                 if wait >= k:
@@ -153,11 +154,12 @@ def keras_patience(k: int, min_delta: float | Callable[[Curve], float] = 0.0) ->
     return run
 
 
-def noise_sigma(c: Curve) -> float:
+def noise_sigma(maps: list[float]) -> float:
     """One σ of the evaluation noise, from the spread of consecutive evaluations (their
-    differences have variance 2σ² where the curve is flat; the median is robust to trends)."""
-    d = [abs(b[1] - a[1]) for a, b in zip(c.evals, c.evals[1:], strict=False)]
-    if not d:
+    differences have variance 2σ² where the curve is flat; the median resists trends and
+    jumps). Online: only the evaluations so far."""
+    d = [abs(b - a) for a, b in itertools.pairwise(maps)]
+    if len(d) < 3:
         return 0.0
     return statistics.median(d) / (0.6745 * math.sqrt(2))
 
@@ -251,11 +253,11 @@ def baselines(policy: Policy) -> dict[str, Baseline]:
     }
     for k in (2, 3, 5, 10):
         out[f"Keras patience {k}"] = keras_patience(k)
-        out[f"Keras patience {k}, δ=σ"] = keras_patience(k, noise_sigma)
+        out[f"Keras patience {k}, δ=σ"] = keras_patience(k, noise=True)
     for a in (1, 2, 3, 5):
         out[f"Prechelt GL{a}"] = prechelt_gl(a)
-    for a in (0.5, 1, 2):
-        out[f"Prechelt PQ{a:g}"] = prechelt_pq(a)
+    for q in (0.5, 1.0, 2.0):
+        out[f"Prechelt PQ{q:g}"] = prechelt_pq(q)
     for s in (2, 3, 4):
         out[f"Prechelt UP{s}"] = prechelt_up(s)
     out["Ultralytics patience 100"] = ultralytics_patience(100)
