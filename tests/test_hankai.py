@@ -376,3 +376,57 @@ def test_plateau_stop_terminates_hankai_after_its_save(
     assert r["stop"]["iteration"] < 1500
     assert "long_final" not in (workdir / "darknet.log").read_text()
     assert "signal handler invoked for signal #15" in (workdir / "darknet.log").read_text()
+
+
+def test_the_probes_usage_line_is_plain_text(hankai: Callable[[str], Path]) -> None:
+    # hank-ai colours the version string by default; the probe reads the text without it.
+    probe = probe_binary(str(hankai("master")))
+    assert probe.usage == 'Darknet V5 "Moonlit" v5.1-104-gf684e1d7 [Jun 27 2026]'
+
+
+def missing_label_run(
+    tmp_path: Path, exe: Path, cfg: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
+    ds = make_shapes_dataset(tmp_path / "broken", train=6, valid=4, seed=5)
+    first = Path(ds.data.read_text().split("train=")[1].split("\n")[0]).read_text().split()[0]
+    label = Path(first.rsplit(".", 1)[0] + ".txt")
+    label.unlink()
+    job = {
+        "name": "nolabel",
+        "darknet": {"binary": str(exe), "flavour": "hankai", "data": str(ds.data),
+                    "cfg": str(cfg), "gpus": [0]},
+        "evaluation": {"source": "darknet"},
+        "stop": OFF,
+    }  # fmt: skip
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    workdir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "run", str(path), "--workdir", str(workdir),
+         "--preflight", "off"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TRAINSUP_HANKAI_DELAY": "0.003"}, timeout=110, check=False,
+    )  # fmt: skip
+    return done, json.loads((workdir / "report.json").read_text()), label
+
+
+def test_a_missing_label_file_aborts_hankai_and_the_run_fails(
+    tmp_path: Path, hankai: Callable[[str], Path], cfg: Path
+) -> None:
+    # hank-ai v2.1+: read_boxes() -> darknet_fatal_error -> abort(), a few iterations in.
+    done, r, _ = missing_label_run(tmp_path, hankai("master"), cfg)
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert r["status"] == "failed"
+    assert r["exit"]["signal"] == "SIGABRT"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="no FatalError for hank-ai's `* Error message:  …` box (logparse), so the report's "
+    "cause is only `darknet failed (signal SIGABRT)`",
+)
+def test_a_missing_label_file_is_named_in_the_cause(
+    tmp_path: Path, hankai: Callable[[str], Path], cfg: Path
+) -> None:
+    _, r, label = missing_label_run(tmp_path, hankai("master"), cfg)
+    assert f'failed to open annotation file "{label}"' in r["cause"]
