@@ -291,7 +291,10 @@ class History:
         if type(event) is Iteration:
             return self._add_iteration(event)
         t = getattr(event, "time", None)
-        if isinstance(event, MapResult):
+        if isinstance(event, LayerIoU):  # the next most frequent: one per iteration
+            h = self._copy()
+            _S_IOU(h, event)
+        elif isinstance(event, MapResult):
             h = self._add_evaluation(event)
         elif isinstance(event, WeightsSaved):
             h = self._copy()
@@ -302,9 +305,6 @@ class History:
         elif isinstance(event, FatalError):
             h = self._copy()
             _SET["fatal_errors"](h, (*self.fatal_errors, event))
-        elif isinstance(event, LayerIoU):
-            h = self._copy()
-            _SET["iou"](h, event)
         elif isinstance(event, IterationsRepeated):
             h = self._copy()
             _SET["repeats"](h, self.repeats + 1)
@@ -321,9 +321,26 @@ class History:
         return h
 
     def _copy(self) -> History:
+        # Unrolled like `_add_iteration`: region lines give a LayerIoU on every iteration.
         h = _new(History)
-        for name, put in _SET.items():
-            put(h, getattr(self, name))
+        _S_LOSS(h, self.loss)
+        _S_LAST(h, self.last)
+        _S_FIRST(h, self.first_iteration)
+        _S_LINES(h, self.iteration_lines)
+        _S_EVALS(h, self.evaluations)
+        _S_BEST(h, self.best)
+        _S_MIN(h, self.min_avg_loss)
+        _S_MIN_IT(h, self.min_avg_loss_iteration)
+        _S_STREAK(h, self.nan_streak)
+        _S_NANS(h, self.nan_lines)
+        _S_SAVES(h, self.saves)
+        _S_GPU(h, self.gpu_errors)
+        _S_FATAL(h, self.fatal_errors)
+        _S_REPEATS(h, self.repeats)
+        _S_T0(h, self.first_time)
+        _S_T1(h, self.last_time)
+        _S_SECS(h, self.seconds)
+        _S_IOU(h, self.iou)
         return h
 
     def _add_iteration(self, it: Iteration) -> History:
@@ -415,7 +432,7 @@ _SET: dict[str, Any] = dict(zip(_FIELDS, _setters(History, _FIELDS), strict=True
         "iou",
     )
 )
-# `_add_iteration` sets every field by hand: a field added to History must be added there too.
+# `_add_iteration` and `_copy` set every field by hand: a field added to History goes there too.
 assert len(_FIELDS) == 18, "History gained a field: set it in History._add_iteration"
 
 
