@@ -339,9 +339,10 @@ def main(argv: list[str]) -> int:
                         f"-> last accuracy mAP@{IOU_THRESH:.2f}={con.accuracy(last_map)},"
                         f" best={con.accuracy(best_map)}"
                     )
+            left = format_time_remaining(remaining)
             line = (
                 f"{head}, rate={rate:.8f}, {format_time(took)}, {it * imgs} images,"
-                f" time remaining={format_time_remaining(remaining)}"
+                f" time remaining={left}"
             )
         else:
             acc = f"last={con.accuracy(last_map)}, best={con.accuracy(best_map)}"
@@ -360,7 +361,9 @@ def main(argv: list[str]) -> int:
                 f" time remaining={left}"
             )
         if con.colour:
-            line = f"\033]2;{it}/{max_batches}: loss={loss:.1f} time=…\007" + line
+            # The terminal title (OSC 2), glued to the start of the iteration line.
+            seen = f" map={last_map:.2f} best={best_map:.2f}" if last_map > 0 else ""
+            line = f"\033]2;{it}/{max_batches}: loss={loss:.1f}{seen} time={left}\007" + line
         con.out(line)
 
         if calc_map and (it >= next_map or it == max_batches):
@@ -441,7 +444,8 @@ def map_block(con: Console, fmt: str, m: float, images: int) -> None:
             r = tp[i] / gt[i]
             cf1 = 2 * p * r / (p + r)
             con.out(
-                f"  {i:>2} {con.c(BRIGHT_WHITE, f'{names[i]:<20}')} {100 * aps[i]:>8.4f}"
+                f"  {i:>2} {con.c(BRIGHT_WHITE, names[i])}{' ' * (20 - len(names[i]))}"
+                f" {100 * aps[i]:>8.4f}"
                 f" {tp[i]:>7} {fp[i]:>7} {fn[i]:>7} {gt[i]:>7} {100 * cf1:>8.4f} {100 * iou:>8.4f}"
             )
         con.out()
@@ -490,7 +494,8 @@ def map_block(con: Console, fmt: str, m: float, images: int) -> None:
         p = tp[i] / (tp[i] + fp[i])
         r = tp[i] / (tp[i] + fn[i])
         con.out(
-            f"  {i:>2} {con.c(BRIGHT_WHITE, f'{names[i]:<16}')} {100 * aps[i]:>12.4f} {tp[i]:>6}"
+            f"  {i:>2} {con.c(BRIGHT_WHITE, names[i])}{' ' * (16 - len(names[i]))}"
+            f" {100 * aps[i]:>12.4f} {tp[i]:>6}"
             f" {fn[i]:>6} {fp[i]:>6} {tn:>6} {(tp[i] + tn) / dets:>8.4f}"
             f" {(fp[i] + fn[i]) / dets:>9.4f} {p:>9.4f} {r:>6.4f} {0.0:>11.4f} {0.0:>12.4f}"
         )
