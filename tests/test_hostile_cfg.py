@@ -145,7 +145,9 @@ def test_filters_message_speaks_of_the_layer_kind_it_is_under(tmp_path: Path) ->
     yolo = _only(_check(tmp_path, BASE.replace("filters=21", "filters=18")), "cfg_filters_mismatch")
     assert "(classes + 5) × masks = (2 + 5) × 3" in yolo.message
     assert "= for" not in yolo.message
-    region = BASE.replace("[yolo]", "[region]").replace("mask=0,1,2\n", "").replace("num=3", "num=5")
+    region = (
+        BASE.replace("[yolo]", "[region]").replace("mask=0,1,2\n", "").replace("num=3", "num=5")
+    )
     r = _only(_check(tmp_path, region.replace("filters=21", "filters=30")), "cfg_filters_mismatch")
     assert "it must be 35 = num × (classes + coords + 1) = 5 × (2 + 4 + 1)" in r.message
     assert "[region]" in r.message

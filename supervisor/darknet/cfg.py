@@ -44,7 +44,7 @@ CfgChanges = Mapping[str, CfgValue]
 # everywhere lets CRLF files parse; the job copies are written with LF for pjreddie's sake.
 _WS = re.compile(r"[ \t\r\n]")
 _INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_FLOAT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _BOM = "\ufeff"
 _SHOW = 80  # characters of a written line or value quoted in a message
 # No dataset has this many classes (yolo9000 has 9 418); a bigger classes= is a typo, and the

@@ -329,7 +329,7 @@ def _line(cfg: Cfg, key: str) -> int:
 
 def _atof_prefix(text: str) -> str:
     """What C's atof/atoi make of `text`: its longest numeric prefix, else 0."""
-    m = re.match(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", text)
+    m = re.match(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", text)
     return m.group(0) if m else "0"
 
 

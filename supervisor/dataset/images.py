@@ -104,8 +104,17 @@ def inspect_image(path: str, decode: bool = True) -> ImageFacts:
                     im.draft("RGB", (THUMB * 2, THUMB * 2))
                 im.load()
                 rgb = _small_rgb(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return undecoded("too_large", str(e), fmt, mode, (width, height))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses before it tells the size: read it from the header, so the report
+        # says how large the image is rather than "0×0".
+        fmt, mode, (width, height) = _bomb_size(data)
+        limit = Image.MAX_IMAGE_PIXELS or 0
+        detail = (
+            f"{width * height:,} pixels, more than Pillow's decompression-bomb limit of {limit:,}"
+            if width and height
+            else f"more pixels than Pillow's decompression-bomb limit of {limit:,}"
+        )
+        return undecoded("too_large", detail, fmt, mode, (width, height))
     except Exception as e:  # Pillow raises many types for bad data; all mean "cannot decode"
         failed = "truncated" if fmt == "JPEG" and not jpeg_complete(data) else "corrupt"
         if isinstance(e, UnidentifiedImageError):
@@ -118,6 +127,21 @@ def inspect_image(path: str, decode: bool = True) -> ImageFacts:
     return ImageFacts(
         len(data), problem, "", fmt, mode, width, height, digest, dhash, edges, colour
     )
+
+
+def _bomb_size(data: bytes) -> tuple[str | None, str | None, tuple[int, int]]:
+    """Format, mode and size of an image Pillow refused as a decompression bomb: Pillow's own
+    header reader, with the limit lifted for this open only (no pixel is decoded, and the
+    worker processes are single-threaded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format, im.mode, im.size
+    except Exception:  # a header Pillow cannot read after all: the size stays unknown
+        return None, None, (0, 0)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _hashes(rgb: Image.Image) -> tuple[int, bytes, tuple[int, int, int]]:

@@ -11,15 +11,17 @@ hides all of this, which is why the check reads the files itself.
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import NamedTuple
 
 from supervisor.dataset.findings import Finding, finding
 from supervisor.dataset.reading import read_bytes
+from supervisor.training.events import Flavour
 
 _INT = re.compile(r"[+-]?\d+")
 # What `%f` accepts; Python's float() would also take "1_0", which darknet would not.
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _FLOAT = re.compile(rf"{_NUMBER}|[+-]?(?:nan|inf|infinity)", re.I)
 # A well-formed row in one match (most rows): its groups are the five fields that `split`
 # would give, so the field-by-field path below only sees the rows that need a finding.
@@ -28,6 +30,13 @@ _ROW = re.compile(rf"\s*([+-]?\d+)\s+({_NUMBER})\s+({_NUMBER})\s+({_NUMBER})\s+(
 EDGE_TOLERANCE = 0.01  # a box may overshoot the image by 1 % of its size (labelling tools do)
 MIN_BOX_PX = 2.0  # smaller boxes hold nothing a detector can learn
 DARKNET_MIN_WH = 0.001  # pjreddie's fill_truth_detection drops boxes with w or h below this
+# darknet trains on at most `max=` boxes of an image (90 in pjreddie's [yolo], 200 in
+# AlexeyAB's), drawn at random each time it loads the image; a label file of thousands of
+# lines is a wrong file, not a dense scene. Reading only this many lines keeps a 1 M-line file
+# from costing seconds and hundreds of MB in every check and in the cache.
+MAX_LINES = 10_000
+# Findings of one code in one file beyond this are summed up in one more finding.
+MAX_PER_CODE = 20
 
 Row = tuple[int, int, float, float, float, float]  # line, class id, cx, cy, w, h
 
@@ -39,6 +48,7 @@ class LabelFacts(NamedTuple):
     bad: tuple[tuple[int, str, str], ...]  # (line, code, the line's text)
     dups: tuple[tuple[int, int], ...]  # (line, line it repeats)
     bom: bool
+    unread: int = 0  # lines after the first MAX_LINES, not checked
 
 
 def inspect_label(path: str) -> LabelFacts:
@@ -53,7 +63,12 @@ def parse_label_bytes(data: bytes) -> LabelFacts:
     bad: list[tuple[int, str, str]] = []
     dups: list[tuple[int, int]] = []
     seen: dict[tuple[int, float, float, float, float], int] = {}
-    for no, raw in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n", MAX_LINES)
+    unread = 0
+    if len(lines) > MAX_LINES:
+        rest = lines.pop()
+        unread = rest.count("\n") + (1 if rest and not rest.endswith("\n") else 0)
+    for no, raw in enumerate(lines, start=1):
         match = _ROW.fullmatch(raw)
         if match is not None:
             fields: list[str] = list(match.groups())
@@ -63,11 +78,11 @@ def parse_label_bytes(data: bytes) -> LabelFacts:
                 continue
             problem = _syntax_problem(fields)
             if problem is not None:
-                bad.append((no, problem, raw.strip()[:80]))
+                bad.append((no, problem, _cut(raw)))
                 continue
         cx, cy, w, h = (float(t) for t in fields[1:])
         if not all(math.isfinite(v) for v in (cx, cy, w, h)):  # nan, inf, or 1e999
-            bad.append((no, "label_not_a_number", raw.strip()[:80]))
+            bad.append((no, "label_not_a_number", _cut(raw)))
             continue
         key = (int(fields[0]), cx, cy, w, h)
         if key in seen:
@@ -75,7 +90,60 @@ def parse_label_bytes(data: bytes) -> LabelFacts:
             continue
         seen[key] = no
         rows.append((no, *key))
-    return LabelFacts(tuple(rows), tuple(bad), tuple(dups), bom)
+    return LabelFacts(tuple(rows), tuple(bad), tuple(dups), bom, unread)
+
+
+def _cut(raw: str) -> str:
+    text = raw.strip()
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+# The image extensions each flavour's label rule turns into `.txt` (darknet.labels.label_path).
+_REWRITTEN = {
+    "pjreddie": (".jpg", ".png", ".JPG", ".JPEG"),
+    "alexeyab": (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm",
+                 ".PPM", ".tiff", ".TIFF"),
+}  # fmt: skip
+
+
+def missing_label_advice(image: str, label: str, flavour: Flavour) -> tuple[str, str]:
+    """(what is true, how to fix it) for an image whose label file darknet will not open.
+
+    The plain "create the label file" is wrong advice in two cases: the label path exists but
+    is a directory, and the flavour's rule kept the image's own extension (a `.bmp` under
+    pjreddie: it looks for `labels/x.bmp`), where the fix is another image format.
+    """
+    effect = (
+        "pjreddie darknet stops the whole training with exit status 0 when it draws the image"
+        if flavour == "pjreddie"
+        else f"{flavour} darknet skips the image's boxes and trains on it as a negative"
+    )
+    if os.path.isdir(label):
+        return (
+            f"darknet's label path for this image ({flavour} rule) is a directory, not a "
+            f"file; {effect}",
+            f"rename or move the directory {label}: darknet opens that exact path as the "
+            "label file",
+        )
+    ext = os.path.splitext(image)[1]
+    kept = flavour in _REWRITTEN and ext not in _REWRITTEN[flavour] and label.endswith(ext)
+    if kept and ext:
+        known = " ".join(_REWRITTEN[flavour])
+        other = (
+            "; AlexeyAB and hank-ai darknet map it to .txt"
+            if flavour == "pjreddie" and ext.lower() in (".bmp", ".ppm", ".tiff", ".jpeg")
+            else ""
+        )
+        return (
+            f"{flavour} darknet turns only {known} into .txt, so for this {ext} image it "
+            f"looks for labels at {label} (with the image's extension); {effect}",
+            f"convert the image to .jpg or .png and list that file{other}",
+        )
+    return (
+        f"no label file at this path (darknet's rule for {flavour}); {effect}",
+        "create the label file (empty for an image without objects), or delete the image "
+        "from the list",
+    )
 
 
 def _syntax_problem(fields: list[str]) -> str | None:
@@ -148,7 +216,47 @@ def label_findings(
         )
     for row in facts.rows:
         out.extend(_row_findings(row, label_file, classes, width, height, counts))
-    return out
+    if facts.unread:
+        out.append(
+            finding(
+                "label_too_many_rows",
+                label_file,
+                MAX_LINES + 1,
+                f"the file goes on for {facts.unread:,} more lines after line {MAX_LINES:,}, "
+                "which were not checked; darknet trains on at most `max=` boxes of an image "
+                "(90 in pjreddie, 200 in AlexeyAB) and drops the others at random",
+                "check that this is the label file of this image (one box per object); split "
+                "a crowded scene into crops",
+            )
+        )
+    return _capped(out)
+
+
+def _capped(found: list[Finding]) -> list[Finding]:
+    """At most MAX_PER_CODE findings of a code in one file, then one that counts the rest: a
+    file of a million bad lines is one problem, not a million lines of report."""
+    kept: list[Finding] = []
+    extra: dict[str, list[Finding]] = {}
+    seen: dict[str, int] = {}
+    for f in found:
+        seen[f.code] = seen.get(f.code, 0) + 1
+        if seen[f.code] <= MAX_PER_CODE:
+            kept.append(f)
+        else:
+            extra.setdefault(f.code, []).append(f)
+    for code, rest in extra.items():
+        first = rest[0]
+        kept.append(
+            finding(
+                code,
+                first.file,
+                first.line,
+                f"and {len(rest):,} more lines like this in this file (from line {first.line} "
+                f"on; the first {MAX_PER_CODE} are listed): {first.message}",
+                first.fix,
+            )
+        )
+    return kept
 
 
 def _row_findings(
