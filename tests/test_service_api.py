@@ -44,12 +44,21 @@ def _free_port() -> int:
 
 
 def test_refused_at_submit_with_the_reason_and_tcp_needs_the_token(
-    make_daemon: MakeDaemon, short_tmp: Path, tiny_data: Path, stock_cfg: Path, tmp_path: Path
+    make_daemon: MakeDaemon,
+    short_tmp: Path,
+    tiny_data: Path,
+    stock_cfg: Path,
+    tmp_path: Path,
+    standin: Path,
 ) -> None:
     token = "s3cret-token-0123456789abcdef"
     (short_tmp / "token").write_text(token + "\n")
     port = _free_port()
     d = make_daemon(
+        binaries={
+            "darknet": {"path": str(standin), "flavour": "pjreddie"},
+            "fake": {"path": "/bin/true"},
+        },
         gpus=[],
         api={"tcp": {"listen": f"127.0.0.1:{port}", "token_file": str(short_tmp / "token")}},
     ).start()
@@ -85,6 +94,15 @@ def test_refused_at_submit_with_the_reason_and_tcp_needs_the_token(
     assert "2 image path(s) outside the data roots" in err and "line 7" in err, err
     err = refused(_gpu_job(short_tmp, tiny_data, cfg))
     assert "this daemon has no GPU" in err
+    # A configured binary that is not darknet, and a dataset darknet would choke on: refused
+    # as `trainsup check` would refuse them.
+    err = refused(job_yaml(short_tmp, tiny_data, cfg, binary="fake"))
+    assert "darknet.binary" in err and "/bin/true" in err, err
+    broken = make_shapes_dataset(short_tmp / "broken", train=3, valid=2, seed=2)
+    label = sorted((short_tmp / "broken" / "train").glob("*.txt"))[0]
+    label.write_text("7 0.5 0.5 0.2 0.2\n")
+    err = refused(job_yaml(short_tmp, broken.data, cfg))
+    assert label.name in err and "error" in err, err
     assert json.loads(d.cli("ls", "--json").stdout) == [], "nothing refused was queued"
 
     url = f"http://127.0.0.1:{port}"

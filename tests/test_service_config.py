@@ -205,7 +205,7 @@ def test_admission_merges_the_config_defaults_under_the_job(tmp_path: Path) -> N
     data = make_shapes_dataset(tmp_path / "d", train=2, valid=2, seed=1).data
     (tmp_path / "c.cfg").write_text("[net]\nbatch=1\n")
     config = parse_config(
-        f"data_roots: [{tmp_path}]\n"
+        f"data_roots: [{tmp_path}]\npreflight: off\n"
         "defaults: {budget: {max_time: 2h, max_iterations: 50}, evaluation: {every: 200}}\n"
     )
     job = (

@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 from supervisor.darknet.cfg import CfgError, DataFile
+from supervisor.dataset.check import check_dataset
 from supervisor.dataset.lists import read_list
+from supervisor.dataset.render import format_report
+from supervisor.runtime.preflight import check_binary
 from supervisor.service.config import DaemonConfig
 from supervisor.spec import JobSpec, SpecError, parse_spec
 
@@ -70,19 +73,20 @@ def admit(
         raise Refused(reasons)
     assert binary is not None
 
-    data = yaml.safe_load(text) if config.defaults else None
-    if config.defaults and isinstance(data, dict):
-        merged = _merge(copy.deepcopy(config.defaults), data)
-        if binary.flavour != "auto" and _get(merged, "darknet", "flavour") in (None, "auto"):
-            merged.setdefault("darknet", {})["flavour"] = binary.flavour
+    # The job as the daemon runs it: the config's defaults under the user's keys, and the
+    # binary's flavour where the job leaves it to detection. Kept as YAML (with the base dir
+    # for relative paths) so that nothing a model dump masks — a notifier's secret — is lost.
+    raw = yaml.safe_load(text)
+    merged = _merge(copy.deepcopy(config.defaults), raw) if isinstance(raw, dict) else raw
+    if binary.flavour != "auto" and _get(merged, "darknet", "flavour") in (None, "auto"):
+        merged["darknet"]["flavour"] = binary.flavour
+    spec_text = text
+    if merged != raw:
+        spec_text = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
         try:
-            spec = parse_spec(yaml.safe_dump(merged), f"{source} (with the config's defaults)",
-                              base_dir)  # fmt: skip
+            spec = parse_spec(spec_text, f"{source} (with the config's defaults)", base_dir)
         except SpecError as e:
             raise Refused([str(e)]) from None
-    elif binary.flavour != "auto" and spec.darknet.flavour == "auto":
-        darknet = spec.darknet.model_copy(update={"flavour": binary.flavour})
-        spec = _respec(spec.model_copy(update={"darknet": darknet}), source, base_dir)
 
     gpus = list(spec.darknet.gpus)
     if gpus:
@@ -101,28 +105,17 @@ def admit(
     reasons += data_root_problems(config, spec, source)
     if reasons:
         raise Refused(reasons)
+    # Only now, with every path known to be inside the roots, are the files read.
+    reasons += preflight_problems(config, spec, str(binary.path))
+    if reasons:
+        raise Refused(reasons)
     return Admitted(
         spec=spec,
-        spec_text=_spec_text(spec),
+        spec_text=spec_text,
         binary_name=name,
         binary_path=str(binary.path),
         gpus=gpus,
     )
-
-
-def _respec(spec: JobSpec, source: str, base_dir: Path) -> JobSpec:
-    # Validate again: the flavour a binary has decides what else is allowed (-map, extra_args).
-    try:
-        return parse_spec(_spec_text(spec), source, base_dir)
-    except SpecError as e:
-        raise Refused([str(e)]) from None
-
-
-def _spec_text(spec: JobSpec) -> str:
-    data = spec.model_dump(mode="json")
-    # The binary stays a name: the path comes from the config when the job runs.
-    data["darknet"]["binary"] = spec.written("darknet.binary")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _get(d: object, *keys: str) -> Any:
@@ -141,6 +134,29 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             base[k] = v
     return base
+
+
+def preflight_problems(config: DaemonConfig, spec: JobSpec, binary: str) -> list[str]:
+    """What `trainsup check` would refuse: the binary proven darknet (and the settings its
+    flavour takes), then the dataset's errors (headers only, one process: the daemon shares
+    the machine with trainings)."""
+    check = check_binary(spec, binary)
+    if not check.ok or check.probe is None:
+        return [f"{key}: {message}" for key, message in check.problems]
+    if config.preflight == "off":
+        return []
+    report = check_dataset(
+        spec.darknet.data,
+        spec.darknet.cfg,
+        flavour=check.probe.flavour,
+        workers=1,
+        cache_dir=config.state() / "cache",
+        managed_backup=True,
+        decode=False,
+    )
+    if report.exit_status() == 2 and config.preflight == "block":
+        return [format_report(report)]
+    return []
 
 
 class _Roots:

@@ -180,6 +180,11 @@ class DaemonConfig(_Section):
         description="on SIGTERM: leave trainings running (re-adopted at the next start), or "
         "stop them gracefully (after their next save)",
     )
+    preflight: Literal["block", "warn", "off"] = Field(
+        default="block",
+        description="dataset checks at submit (image headers only): block = refuse a job with "
+        "errors, warn = accept it, off = skip them (the binary is always proven darknet)",
+    )
     queue_every: float = Field(
         default=2.0, gt=0, le=300, description="seconds between queue and spool passes"
     )
@@ -189,6 +194,12 @@ class DaemonConfig(_Section):
         default_factory=dict,
         description="job-file sections merged under every job (the job's own keys win)",
     )
+
+    @field_validator("preflight", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
 
     @field_validator("binaries")
     @classmethod
