@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from bench.curves import curve_events, curve_paths, curve_schedule, load_curve
 from supervisor.training.events import Event, Iteration
 from supervisor.training.history import History
-from supervisor.training.policy import Diverged, Policy, Stop
+from supervisor.training.policy import Diverged, NotLearning, Policy, Stop
+from supervisor.training.schedule import Schedule
 
 
 def first_stop(
@@ -99,3 +101,19 @@ def test_a_dead_real_run_stops_before_40_percent_of_its_budget(name: str) -> Non
     budget = curve["schedule"]["max_batches"]
     assert stop.iteration < 0.4 * budget
     assert "of max_batches" in stop.reason and ".names order" in stop.advice
+
+
+@pytest.mark.parametrize("budget", [1500, 2000, 3000, 4000])
+def test_a_real_run_that_learns_late_after_burn_in_is_not_called_dead(
+    logs_dir: Path, budget: int
+) -> None:
+    # Shared log 04 (AlexeyAB yolov3-tiny, burn_in 1 000, whole run from iteration 1): mAP
+    # 2.8 % at 1 000 and 2.0 % at 1 100, then 10 % at 1 200 and 48 % at 6 400. Had its cfg
+    # said a shorter max_batches, a share counted from iteration 0 (25 % of 2 000 = 500, of
+    # 3 000 = 750) would have called it dead at 1 000–1 110; counted after burn_in it waits
+    # for the evaluations that show it learning.
+    from supervisor.darknet.analyze import analyze_log
+
+    log = logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
+    a = analyze_log(log, Policy(rules=(NotLearning(),)), Schedule(burn_in=1000, max_batches=budget))
+    assert a.stop is None, a.stop

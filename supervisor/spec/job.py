@@ -359,8 +359,9 @@ class NotLearningRule(Rule):
     )
     after_share: Annotated[StrictFloat, Field(gt=0, le=1)] | None = Field(
         default=NOT_LEARNING_AFTER_SHARE,
-        description="judge from this share of the cfg's max_batches when that comes before "
-        "`after`; null = from `after` only (also when `after` is set and this is not)",
+        description="judge from burn_in + this share of (max_batches − burn_in) when that "
+        "comes before `after`; null = from `after` only (also when `after` is set and this "
+        "is not)",
     )
     after_min: Annotated[StrictInt, Field(ge=0)] = Field(
         default=NOT_LEARNING_AFTER_MIN,
