@@ -57,6 +57,7 @@ def whole(argv: list[str]) -> int:
     ap.add_argument("--set", dest="settings", action="append", default=[])
     ap.add_argument("--chart", type=Path, default=None, help="write the Pareto chart here")
     ap.add_argument("--per-curve", action="store_true", help="trainsup's stop on each curve")
+    ap.add_argument("--markdown", action="store_true", help="the table as Markdown")
     ns = ap.parse_args(argv)
     policy = tuned(policy_for(None), ns.settings)
     curves = load_all(ns.corpus, ns.logs if ns.logs.exists() else None)
@@ -73,7 +74,12 @@ def whole(argv: list[str]) -> int:
                   f"saved {s.saved * 100:4.0f}% (oracle {o.saved * 100:4.0f}%)")  # fmt: skip
     head = (f"{'policy':<26} {'saved':>6} {'mean':>5} {'median':>6} {'p90':>5} {'max':>5} "
             f"{'>1pt':>5}  " + "  ".join(f"{f}: saved/mean" for f in fams))  # fmt: skip
-    print("\n" + head)
+    if ns.markdown:
+        cols = ["policy", "saved", "mean regret", "median", "p90", "max", "> 1 pt"]
+        cols += [f"{f}: saved / mean regret" for f in fams]
+        print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    else:
+        print("\n" + head)
     points: list[tuple[str, float, float]] = []
     for name, b in baselines(policy).items():
         scores = [score(b, c) for c in curves]
@@ -82,9 +88,15 @@ def whole(argv: list[str]) -> int:
         for f in fams:
             fs = summary([s for s in scores if s.family == f])
             by.append(f"{fs['saved'] * 100:4.0f}%/{fs['mean']:4.1f}")
-        row = (f"{name:<26} {a['saved'] * 100:5.0f}% {a['mean']:5.2f} {a['median']:6.2f} "
-               f"{a['p90']:5.1f} {a['max']:5.1f} {a['over1'] * 100:4.0f}%  ")  # fmt: skip
-        print(row + "  ".join(by))
+        if ns.markdown:
+            cells = [name, f"{a['saved'] * 100:.0f} %", f"{a['mean']:.2f}"]
+            cells += [f"{a['median']:.2f}", f"{a['p90']:.1f}", f"{a['max']:.1f}"]
+            cells += [f"{a['over1'] * 100:.0f} %", *(b.replace(" ", "") for b in by)]
+            print("| " + " | ".join(cells) + " |")
+        else:
+            row = (f"{name:<26} {a['saved'] * 100:5.0f}% {a['mean']:5.2f} {a['median']:6.2f} "
+                   f"{a['p90']:5.1f} {a['max']:5.1f} {a['over1'] * 100:4.0f}%  ")  # fmt: skip
+            print(row + "  ".join(by))
         points.append((name, a["saved"], a["mean"]))
     if ns.chart is not None:
         chart(points, ns.chart, len(curves))
