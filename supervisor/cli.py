@@ -19,7 +19,70 @@ def _dump(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _crash_dir() -> Path:
+    import os
+
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "trainsup" / "crashes"
+
+
+def _write_crash_report(exc: BaseException) -> Path:
+    """The traceback, the command line and the versions in a file the user can attach to a
+    bug report; the state dir, else the temp dir."""
+    import os
+    import platform
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(
+        [
+            f"trainsup {__version__}, Python {platform.python_version()}, {platform.platform()}\n",
+            f"argv: {sys.argv!r}\n\n",
+            *traceback.format_exception(exc),
+        ]
+    )
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for folder in (_crash_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    raise exc
+
+
+class _Trainsup(click.Group):
+    """The command group, with a last-resort handler: an exception that no command turned
+    into a message of its own is a bug, so the user gets one line saying so and where the
+    traceback went, not the traceback itself. Click's usage errors, exits and aborts pass."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            # `trainsup analyze … | head`: the reader left; Python's docs' way of leaving quietly.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
+        except Exception as exc:
+            path = _write_crash_report(exc)
+            what = str(exc)
+            what = what if len(what) <= 200 else what[:199] + "…"
+            click.echo(
+                f"internal error: {type(exc).__name__}: {what} (details written to {path}; "
+                "please report it with that file)",
+                err=True,
+            )
+            sys.exit(70)  # EX_SOFTWARE
+
+
+@click.group(cls=_Trainsup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="trainsup")
 def main() -> None:
     """Supervise darknet/YOLO trainings: stop each at the right moment, keep the best weights."""
@@ -55,11 +118,16 @@ def analyze(
 ) -> None:
     """Replay a darknet training LOG: the curve, where the policy stops and why, what it keeps."""
     from supervisor.darknet.analyze import analyze_log, format_analysis, terminal_progress
+    from supervisor.darknet.cfg import CfgError
     from supervisor.darknet.logparse import LogReadError
     from supervisor.runtime.jobpolicy import policy_for, schedule_from_cfg
 
     policy = policy_for(_load_spec(job)) if job else policy_for(None)
-    schedule = schedule_from_cfg(cfg) if cfg else None
+    try:
+        schedule = schedule_from_cfg(cfg) if cfg else None
+    except CfgError as e:  # an empty, binary or misspelt cfg: its file, line and fix
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     # A bar on stderr for a long log, only when stderr is a terminal.
     progress = terminal_progress(log)
     try:
@@ -292,12 +360,34 @@ def _run_job(
         else:
             runner.request_stop("the terminal hung up (SIGHUP)")
 
+    notes_left = [0]
+
     async def go() -> Any:
+        from supervisor.notify.listener import NOTIFY_FLUSH_S, attach_notifications
+        from supervisor.report.report import add_to_report
+
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        return await runner.run()
+        runner.prepare()  # a refused job dir gets no outbox
+        notes = attach_notifications(
+            runner.bus.subscribe,
+            runner.spec.notify,
+            runner.job_dir,
+            job_name=runner.spec.name,
+        )
+        try:
+            result = await runner.run()
+        finally:
+            # Messages still undelivered after the flush stay in the job dir's outbox.
+            notes_left[0] = await notes.flush(NOTIFY_FLUSH_S)
+            summary = notes.summary()
+            await notes.aclose()
+        if summary is not None:
+            result.report["notifications"] = summary
+            add_to_report(runner.job_dir / "report.json", {"notifications": summary})
+        return result
 
     click.echo(f"job dir: {job_dir}")
     try:
@@ -308,6 +398,11 @@ def _run_job(
     if tty:
         click.echo()
     r = result.report
+    if notes_left[0]:
+        click.echo(
+            f"{notes_left[0]} notifications not delivered yet: `trainsup notify flush {job_dir}`",
+            err=True,
+        )
     if result.status == "detached":
         click.echo(
             f"\ndetached: darknet keeps training (pid {_pid_of(job_dir)}); follow it again with "
@@ -459,6 +554,18 @@ def demo(root: Path, seed: int) -> None:
     sys.exit(_run_job(spec, _job_dir(None, spec.name, root.absolute() / "runs"), None))
 
 
+def _iou_option(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    # Checked while the arguments are read, so that nothing (no binary probe, no darknet)
+    # runs before a threshold that cannot be honoured is refused.
+    from supervisor.darknet.evaluate import EvaluationError, check_iou_threshold
+
+    try:
+        check_iou_threshold(value)
+    except EvaluationError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 @main.command()
 @click.option(
     "--data",
@@ -478,8 +585,10 @@ def demo(root: Path, seed: int) -> None:
 @click.option(
     "--iou",
     "iou_threshold",
+    type=float,
     default=0.5,
     show_default=True,
+    callback=_iou_option,
     help="IoU a detection needs to count (fraction).",
 )
 @click.option("--binary", default="darknet", show_default=True, help="darknet executable.")
@@ -587,10 +696,13 @@ def schema(config: bool) -> None:
 
 
 def _register_service() -> None:
-    # The daemon and its client commands live in supervisor/service/commands.py.
+    # The daemon and its client commands live in supervisor/service/commands.py, the
+    # notification commands in supervisor/notify/cli.py.
+    from supervisor.notify.cli import notify
     from supervisor.service.commands import register
 
     register(main)
+    main.add_command(notify)
 
 
 _register_service()

@@ -182,4 +182,5 @@ def test_ctrl_c_in_run_stops_after_the_next_save(demo_dir: Path, darknet_bin: st
     report = json.loads((job_dir / "report.json").read_text())
     assert report["status"] == "stopped" and report["stop"]["rule"] == "user"
     assert report["kept"]["last"]["iteration"] == 100  # the save after the Ctrl-C, not lost
-    assert "stopped at iteration" in out and "kept last" in out
+    assert "user at iteration" in out and "stopped after darknet's save at 100" in out
+    assert "kept last" in out

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from supervisor.darknet.cfg import Cfg
+from supervisor.darknet.weights import expected_weights_size
 from supervisor.dataset.demo import demo_job, write_demo_cfg
 from supervisor.runtime.runner import JobResult, JobRunner, Progress, RunnerConfig
 from supervisor.spec import load_spec
@@ -275,6 +277,8 @@ def test_alexeyab_live_run_decides_what_analyze_decides(
     monkeypatch.setenv("TRAINSUP_REPLAY_LOG", str(log))
     monkeypatch.setenv("TRAINSUP_REPLAY_DELAY", "0.002")
     cfg = write_demo_cfg(tmp_path / "fire.cfg", max_batches=20000)
+    size = expected_weights_size(Cfg.load(cfg))
+    monkeypatch.setenv("TRAINSUP_REPLAY_WEIGHTS_SIZE", str(size))
     job = demo_job("fire", shapes / "data" / "obj.data", cfg)
     job["darknet"] = {**job["darknet"], "binary": str(STANDIN), "flavour": "alexeyab"}  # type: ignore[dict-item]
     job["evaluation"] = {"source": "auto"}

@@ -534,14 +534,14 @@ def test_json_schema_covers_every_section_and_forbids_unknown_keys() -> None:
     json.dumps(schema)
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert set(schema["properties"]) == {
-        "name", "darknet", "budget", "evaluation", "stop", "retain"
+        "name", "darknet", "budget", "evaluation", "stop", "retain", "notify"
     }  # fmt: skip
     assert schema["required"] == ["name", "darknet"]
     objects = [schema, *schema["$defs"].values()]
     assert all(o["additionalProperties"] is False for o in objects)
     assert set(schema["$defs"]) == {
         "DarknetSpec", "BudgetSpec", "EvaluationSpec", "StopSpec", "PlateauRule",
-        "OverfitRule", "NotLearningRule", "DivergedRule", "RetainSpec",
+        "OverfitRule", "NotLearningRule", "DivergedRule", "RetainSpec", "NotifyTarget",
     }  # fmt: skip
     stop = schema["$defs"]["StopSpec"]["properties"]
     for rule in ("plateau", "overfit", "not_learning", "diverged"):

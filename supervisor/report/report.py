@@ -102,3 +102,16 @@ def _finite(x: float) -> float | None:
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
     write_json_atomic(path, dict(report))
+
+
+def add_to_report(path: Path, fields: Mapping[str, Any]) -> None:
+    """Merge `fields` into an existing report.json (what is learnt after the job ended, such
+    as the notifications' delivery); nothing when there is no report."""
+    import json
+
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    report.update(json_safe(dict(fields)))
+    write_json_atomic(path, report)

@@ -42,7 +42,7 @@ class Listener(Protocol):
     """Receives every record, synchronously, in order. It must not block: slow work (HTTP,
     disk beyond an append) goes to a queue of its own."""
 
-    def __call__(self, record: Record) -> None: ...
+    def __call__(self, record: Record, /) -> None: ...
 
 
 class Bus:

@@ -194,6 +194,7 @@ class JobRunner:
         self._unwatched_end = False
         self._stop_end: dict[str, Any] = {}
         self._held: list[tuple[str, dict[str, Any]]] = []
+        self._prepared = False
 
     @classmethod
     def for_job_dir(
@@ -307,7 +308,13 @@ class JobRunner:
 
     # --- main loop ----------------------------------------------------------------------------
 
-    async def run(self) -> JobResult:
+    def prepare(self) -> None:
+        """Check the job and lay out (or, attaching, read) its job dir; JobSetupError says
+        what to fix. `run()` calls it when the caller did not: listeners that keep files in
+        the job dir (the notification outbox) subscribe after it, so a refused job dir gets
+        nothing of theirs."""
+        if self._prepared:
+            return
         if self.attach:
             self._resolve()
             try:
@@ -318,6 +325,10 @@ class JobRunner:
         else:
             self._prepare()
             self.argv = self._argv(self.spec.darknet.weights)
+        self._prepared = True
+
+    async def run(self) -> JobResult:
+        self.prepare()
         logfile = self.job_dir / "darknet.log"
         self.tail = LogTail(logfile, offset=logfile.stat().st_size if logfile.exists() else 0)
         self.parser = LogParser(self.flavour)

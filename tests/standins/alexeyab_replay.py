@@ -5,7 +5,8 @@ Called as darknet would be (`detector train <data> <cfg> [weights] -dont_show -m
 prints the lines of the log named by TRAINSUP_REPLAY_LOG, TRAINSUP_REPLAY_DELAY seconds per
 iteration line, and writes weights files the way AlexeyAB does (facts §4): `<base>_last` every
 100 iterations, `<base>_<N>` every 1000, `<base>_best` after each `New best mAP!`, into the
-.data file's backup dir, each with a darknet header whose `seen` is iteration × batch. The
+.data file's backup dir, each with a darknet header whose `seen` is iteration × batch and
+the size TRAINSUP_REPLAY_WEIGHTS_SIZE gives (the network's: the runner refuses short files). The
 replayed logs kept stdout only, so the `Saving weights to …` lines (stderr) are printed here,
 where AlexeyAB prints them: before the file is written. Without arguments it prints
 AlexeyAB's usage line, as the real one does.
@@ -44,12 +45,14 @@ def main() -> int:
     batch = int(option(cfg, "batch"))
     base = Path(cfg).name.split(".")[0]
     delay = float(os.environ.get("TRAINSUP_REPLAY_DELAY", "0.002"))
+    # A complete save has the network's size (the runner checks it); the test computes it.
+    size = int(os.environ.get("TRAINSUP_REPLAY_WEIGHTS_SIZE", "4116"))
 
     def save(suffix: str, iteration: int) -> None:
         path = backup / f"{base}{suffix}.weights"
         print(f"Saving weights to {path}", file=sys.stderr, flush=True)
         with path.open("wb") as f:
-            f.write(struct.pack("<iiiQ", 0, 2, 5, iteration * batch) + b"\0" * 4096)
+            f.write(struct.pack("<iiiQ", 0, 2, 5, iteration * batch) + b"\0" * (size - 20))
 
     last = 0
     with open(os.environ["TRAINSUP_REPLAY_LOG"], "rb") as log:
