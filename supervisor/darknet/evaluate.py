@@ -39,8 +39,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from supervisor.darknet.cfg import CfgError, DataFile
+from supervisor.darknet.cfg import Cfg, CfgError, DataFile
 from supervisor.darknet.labels import Box, label_path, read_yolo_labels
+from supervisor.darknet.weights import (
+    WeightsError,
+    expected_weights_size,
+    read_weights_header,
+    weights_complete,
+)
 from supervisor.training.events import ClassAP, Flavour, MapResult
 
 DEFAULT_CONF_THRESH = 0.25
@@ -193,8 +199,8 @@ def compute_map(
 ) -> EvalResult:
     """VOC AP per class and mAP. `ground_truth` has one entry per valid image, in valid-list
     order (that order breaks score ties); detections of images not in it are an error."""
-    if not 0 <= iou_threshold < 1:
-        raise ValueError(f"IoU threshold {iou_threshold} is not in [0, 1): use e.g. 0.5")
+    if not 0 < iou_threshold < 1:
+        raise ValueError(f"IoU threshold {iou_threshold} is not in (0, 1): use e.g. 0.5")
     order = {img: i for i, img in enumerate(ground_truth)}
     by_class: list[list[tuple[float, int, int, Detection]]] = [[] for _ in names]
     count = 0
@@ -458,6 +464,51 @@ async def _run_valid(argv: list[str], cwd: Path, timeout_s: float | None) -> tup
     return proc.returncode, out
 
 
+def check_iou_threshold(value: float) -> None:
+    """EvaluationError unless `value` is an IoU threshold a hit can pass: in (0, 1).
+
+    A hit needs an IoU above the threshold and no IoU exceeds 1, so 1 scores every detection
+    a miss and 0 counts any touching box; 50 is 50 % written as a percentage."""
+    if not (isinstance(value, int | float) and 0 < value < 1):
+        hint = f"; write {value / 100:g} for {value:g} %" if 1 < value <= 100 else ""
+        raise EvaluationError(
+            f"IoU threshold {value:g} is not in (0, 1): give a fraction, e.g. 0.5{hint}"
+        )
+
+
+def check_weights_file(weights: Path, cfg: Path) -> None:
+    """EvaluationError for a weights file darknet would score as garbage: missing, not
+    darknet weights, or shorter/longer than a complete save of `cfg`'s network.
+
+    darknet's `load_weights` reads whatever the file holds and leaves the rest of the network
+    at its initial values without a word, so a header-only file (20 or 84 bytes) scores an
+    mAP of 0.00 % and looks like a real, bad result.
+    """
+    try:
+        read_weights_header(weights)
+        size = weights.stat().st_size
+    except WeightsError as e:
+        raise EvaluationError(str(e)) from None
+    except OSError as e:
+        raise EvaluationError(f"{weights}: cannot read the weights file ({e.strerror})") from None
+    try:
+        expected = expected_weights_size(Cfg.load(cfg))
+    except CfgError as e:
+        raise EvaluationError(str(e)) from None
+    if weights_complete(weights, expected):
+        return
+    if expected is None:
+        raise EvaluationError(
+            f"{weights}: {size} bytes, only a weights header and no layer: the file was cut "
+            "off or written by something else; use a complete save"
+        )
+    raise EvaluationError(
+        f"{weights}: {size:,} bytes, but a complete save of {cfg.name}'s network is "
+        f"{expected:,} bytes: the file is truncated (or still being written), or belongs to "
+        "another cfg; use a complete save of this cfg"
+    )
+
+
 async def evaluate_weights(
     binary: str | Path,
     data: str | Path,
@@ -479,10 +530,12 @@ async def evaluate_weights(
     absolute, so concurrent evaluations never share results files (facts §9: the folder must
     exist, else SIGSEGV). The folder is removed on success and kept, and named, on failure.
     """
+    check_iou_threshold(iou_threshold)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     data_path = base / data
     options = read_data_file(data_path)
     valid = _load_valid_set(data_path, options, base)
+    check_weights_file(base / weights, base / cfg)
 
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="eval-", dir=work_dir)).resolve()
