@@ -318,6 +318,7 @@ def test_the_fault_set_covers_every_per_image_and_split_code(faulty: Faulty) -> 
         "image_too_large", "near_duplicates_skipped",
         # covered by tests/test_hostile_cfg.py and tests/test_hostile_dataset.py
         "cfg_unknown_section", "cfg_mask_out_of_range", "cfg_subdivisions_above_batch",
+        "cfg_anchors_mismatch",
         "cfg_size_invalid", "cfg_value_not_a_number", "cfg_max_batches_missing",
         "cfg_policy_incomplete", "cfg_policy_unknown", "cfg_steps_not_increasing",
         "label_too_many_rows",

@@ -87,6 +87,11 @@ CASES = [
      ("learning_rate=abc", "as 0", "rate 0"), ("learning_rate=0.001",)),
     ("mask=0,1,2", "mask=0,1,5", "cfg_mask_out_of_range", "mask=", ("anchor 5", "num=3"),
      ("below num",)),
+    ("num=3", "num=0", "cfg_mask_out_of_range", "num=", ("num=0",), ("num=",)),
+    ("anchors=10,14, 23,27, 37,58", "anchors=10,14, 23,27, 37,58, 81,82", "cfg_anchors_mismatch",
+     "anchors=", ("8 values", "num=3 needs 6", "aborts"), ("one width,height pair",)),
+    ("anchors=10,14, 23,27, 37,58", "anchors=10,14", "cfg_anchors_mismatch", "anchors=",
+     ("size 0",), ("num=",)),
     ("steps=4800,5400", "steps=5400,4800", "cfg_steps_not_increasing", "steps=",
      ("do not increase",), ("4800,5400",)),
     ("policy=steps", "policy=foo", "cfg_policy_unknown", "policy=", ("policy=foo",),
@@ -160,6 +165,13 @@ def test_a_huge_binary_line_is_quoted_short(tmp_path: Path) -> None:
     (f,) = check_cfg(cfg, 2, 0)
     assert f.code == "cfg_syntax" and f.line == 2
     assert len(f.message) < 300 and "…" in f.message
+
+
+def test_an_endless_number_does_not_hang_the_cfg_reader(tmp_path: Path) -> None:
+    (f,) = _check(
+        tmp_path, BASE.replace("learning_rate=0.001", "learning_rate=" + "9" * 50_000 + "x")
+    )
+    assert f.code == "cfg_value_not_a_number" and len(f.message) < 400
 
 
 def test_classes_beyond_any_dataset_is_an_error_not_an_overflow(tmp_path: Path) -> None:

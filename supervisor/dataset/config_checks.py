@@ -283,6 +283,7 @@ def _layer(cfg: Cfg, layer: DetectionLayer, classes: int | None) -> list[Finding
                 )
             )
     out.extend(_mask(cfg, layer, section))
+    out.extend(_anchors(cfg, layer, section))
     return out
 
 
@@ -301,9 +302,45 @@ def _filters_formula(layer: DetectionLayer, classes: int) -> str:
     )
 
 
+def _anchors(cfg: Cfg, layer: DetectionLayer, section: Section) -> list[Finding]:
+    # pjreddie sizes the anchor array by num= and writes every value of anchors= into it:
+    # more values abort it (heap corruption, verified), fewer leave zero-sized anchors.
+    if not layer.anchors or len(layer.anchors) == 2 * layer.num:
+        return []
+    opt = section.get("anchors")
+    pairs = len(layer.anchors) / 2
+    return [
+        finding(
+            "cfg_anchors_mismatch",
+            str(cfg.path),
+            opt.line if opt is not None else layer.line,
+            f"anchors= in [{section.name}] holds {len(layer.anchors)} values "
+            f"({pairs:g} pairs) but num={layer.num} needs {2 * layer.num}: "
+            + (
+                "darknet writes past its anchor array and aborts"
+                if len(layer.anchors) > 2 * layer.num
+                else "darknet leaves the missing anchors at size 0, and those boxes never learn"
+            ),
+            "give one width,height pair per anchor and set num= to the number of pairs "
+            "(the same anchors and num in every detection layer)",
+        )
+    ]
+
+
 def _mask(cfg: Cfg, layer: DetectionLayer, section: Section) -> list[Finding]:
     if layer.kind == "region" or not layer.mask:
         return []
+    if layer.num <= 0:
+        opt = section.get("num")
+        return [
+            finding(
+                "cfg_mask_out_of_range",
+                str(cfg.path),
+                opt.line if opt is not None else layer.line,
+                f"num={layer.num} in [{section.name}] leaves no anchor for mask= to pick",
+                "set num= to the number of anchor pairs in anchors= (e.g. num=9)",
+            )
+        ]
     bad = [m for m in layer.mask if not 0 <= m < layer.num]
     if not bad:
         return []
@@ -346,14 +383,16 @@ def _net_numbers(cfg: Cfg) -> list[Finding]:
                 cfg.net.get_float(key, 0.0)
         except CfgError:
             whole = "a whole number" if key in _NET_INTS else "a number"
+            read = _atof_prefix(opt.value)
+            zero_rate = key == "learning_rate" and float(read) == 0
             out.append(
                 finding(
                     "cfg_value_not_a_number",
                     str(cfg.path),
                     opt.line,
                     f"{key}={shown(opt.value)} in [net] is not {whole}: darknet reads it "
-                    f"as {_atof_prefix(opt.value)} without a word"
-                    + (" and trains at learning rate 0" if key == "learning_rate" else ""),
+                    f"as {shown(read)} without a word"
+                    + (" and trains at learning rate 0" if zero_rate else ""),
                     f"write {whole}, e.g. "
                     + ("learning_rate=0.001" if key == "learning_rate" else f"{key}=1"),
                 )

@@ -62,6 +62,7 @@ CODES: dict[str, CodeInfo] = {
     "cfg_filters_mismatch": CodeInfo("error", "filters= before a detection layer is wrong"),
     "cfg_unknown_section": CodeInfo("error", "section darknet does not know"),
     "cfg_mask_out_of_range": CodeInfo("error", "mask= index not below num="),
+    "cfg_anchors_mismatch": CodeInfo("error", "anchors= count is not 2 × num="),
     "cfg_subdivisions_above_batch": CodeInfo("error", "subdivisions larger than batch"),
     "cfg_size_invalid": CodeInfo("error", "width/height missing or not positive"),
     "cfg_value_not_a_number": CodeInfo("error", "[net] value is not a number"),
