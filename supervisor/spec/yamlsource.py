@@ -38,9 +38,11 @@ def shorten(text: str) -> str:
 
 
 def _size_message(size: int) -> str:
+    # A pipe or device has no size: then all that is known is that it went on past the limit.
+    said = f"is {size:,} bytes" if size > MAX_BYTES else "goes on past 1 MiB"
     return (
-        f"the file is {size:,} bytes; a job file is at most {MAX_BYTES:,} bytes (1 MiB; "
-        "a job needs a few dozen keys): is this the right file?"
+        f"the file {said}; a job file is at most {MAX_BYTES:,} bytes (1 MiB; a job needs "
+        "a few dozen keys): is this the right file?"
     )
 
 
@@ -95,7 +97,7 @@ def read_text(path: Path, what: str = "job spec") -> str:
             raw = f.read(MAX_BYTES + 1)
             if len(raw) > MAX_BYTES:
                 size = os.fstat(f.fileno()).st_size
-                raise file_problem(source, _size_message(max(size, len(raw))), what)
+                raise file_problem(source, _size_message(size), what)
     except FileNotFoundError:
         raise file_problem(source, "no such file: check the path", what) from None
     except IsADirectoryError:
