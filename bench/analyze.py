@@ -282,6 +282,10 @@ def main() -> None:
                 f"{old['rss_mb'] / new['rss_mb']:.1f}x less peak RSS; same answer: {same}"
             )
         for mode, what in (("parse", "the parser"), ("history", "the stop rules")):
+            if mode == "history" and new["stop"] is not None:
+                # After its stop the policy is not asked again: `history` did more than `new`.
+                print(f"{what}: not measured (the policy stopped at {new['stop']})")
+                continue
             base = results["parse"]["cpu"] if mode == "parse" else results["history"]["cpu"]
             share = base if mode == "parse" else new["cpu"] - base
             print(
