@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from supervisor.runtime import records
 from supervisor.service.store import Store
 from tests.standin_fixtures import (  # noqa: F401 (fixtures)
+    ROOT,
     Daemon,
     alive,
     job_yaml,
@@ -58,6 +61,13 @@ def test_a_submitted_job_runs_to_its_stop_and_every_listing_shows_it(
     d = make_daemon().start()
     assert stat.S_IMODE(d.socket.stat().st_mode) == 0o660
     job_id = d.submit(job)
+    # Followers started now print everything until the job ends, then exit by themselves.
+    argv = [sys.executable, "-m", "supervisor.cli"]
+    sock = ["--socket", str(d.socket)]
+    follow_logs = subprocess.Popen([*argv, "logs", str(job_id), "-f", *sock],
+                                   stdout=subprocess.PIPE, env=d.env, cwd=ROOT)  # fmt: skip
+    follow_events = subprocess.Popen([*argv, "events", str(job_id), "-f", "--json", *sock],
+                                     stdout=subprocess.PIPE, env=d.env, cwd=ROOT)  # fmt: skip
     j = d.wait_state(job_id, {"running", "stopping"})
     # While it runs: /metrics has its iteration.
     wait_for(lambda: (d.job(job_id)["iteration"] or 0) >= 20, what="iterations")
@@ -91,6 +101,11 @@ def test_a_submitted_job_runs_to_its_stop_and_every_listing_shows_it(
     log = d.cli("logs", str(job_id)).stdout
     assert log == (job_dir / "darknet.log").read_text()
     assert "250:" in log
+    followed_log, _ = follow_logs.communicate(timeout=30)
+    assert follow_logs.returncode == 0 and followed_log.decode() == log
+    followed, _ = follow_events.communicate(timeout=30)
+    assert follow_events.returncode == 0
+    assert followed.decode() == d.cli("events", str(job_id), "--json").stdout
     evs = [json.loads(x) for x in d.cli("events", str(job_id), "--json").stdout.splitlines()]
     kinds = [e["type"] for e in evs]
     assert "Decision" in kinds and kinds[-1] == "Finished" and "Iteration" not in kinds

@@ -119,7 +119,9 @@ class Daemon:
 
         for d in (self.state_dir, self.jobs_dir, self.inbox):
             d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o750)
+        with contextlib.suppress(PermissionError):
+            # Job dirs hold datasets' paths and weights: not for every user of the machine.
+            os.chmod(self.state_dir, 0o750)
         self.store = Store(self.state_dir / "trainsup.db")
         self.gpus = self._gpus()
         loop = asyncio.get_running_loop()
@@ -321,6 +323,8 @@ class Daemon:
         job_id = r.job_id
         self.store.record(job_id, rec)
         kind = rec.get("type")
+        if kind not in ("Launched", "Decision"):
+            return
         state = (self.store.get(job_id) or {}).get("state")
         if kind == "Launched" and state == "starting":
             self.store.transition(job_id, "running", "darknet launched")
