@@ -182,3 +182,12 @@ def test_classes_beyond_any_dataset_is_an_error_not_an_overflow(tmp_path: Path) 
     (f,) = found
     assert f.code == "data_syntax" and f.line == 1 and "set classes" in f.fix
     assert DataFile("classes=100000\n").classes == 100000
+
+
+def test_the_steps_rule_never_suggests_steps_it_would_refuse(tmp_path: Path) -> None:
+    text = BASE.replace("max_batches=6000", "max_batches=3").replace("steps=4800,5400", "steps=1")
+    (f,) = [f for f in _check(tmp_path, text) if f.code == "steps_rule"]
+    assert f.fix == "set steps=2"
+    text = BASE.replace("max_batches=6000", "max_batches=10").replace("steps=4800,5400", "steps=1")
+    (f,) = [f for f in _check(tmp_path, text) if f.code == "steps_rule"]
+    assert f.fix == "set steps=8,9"

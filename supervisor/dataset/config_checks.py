@@ -582,9 +582,17 @@ def _steps(cfg: Cfg, max_batches: int) -> list[Finding]:
             _line(cfg, "steps"),
             f"steps={shown} with max_batches={max_batches}; the learning rate should drop at "
             "about 80 % and 90 % of max_batches",
-            f"set steps={int(max_batches * 0.8)},{int(max_batches * 0.9)}",
+            f"set steps={_rule_steps(max_batches)}",
         )
     ]
+
+
+def _rule_steps(max_batches: int) -> str:
+    """80 % and 90 % of max_batches, as increasing steps (a tiny max_batches rounds both
+    to the same iteration, which cfg_steps_not_increasing would then refuse)."""
+    first = int(max_batches * 0.8)
+    second = max(int(max_batches * 0.9), first + 1)
+    return f"{first},{second}" if second < max_batches else str(first)
 
 
 def _round32(v: int) -> int:
