@@ -228,7 +228,7 @@ def check(
                 click.echo(str(e), err=True)
             sys.exit(2)
         # The binary is proven darknet (and its flavour read) before anything else uses it.
-        binary = check_binary(spec)
+        binary = check_binary(spec, files=not no_dataset)
         binary_errors = binary_findings(binary, str(job))
         if no_dataset:
             if as_json:

@@ -46,9 +46,10 @@ def evaluation_source(spec: JobSpec, flavour: Flavour) -> EvaluationSource:
     return source
 
 
-def check_binary(spec: JobSpec, binary: str | None = None) -> BinaryCheck:
+def check_binary(spec: JobSpec, binary: str | None = None, *, files: bool = True) -> BinaryCheck:
     """Prove the job's darknet (or `binary`, e.g. `run --binary`) and check every setting that
-    depends on its flavour against the flavour found, also under `flavour: auto`."""
+    depends on its flavour against the flavour found, also under `flavour: auto`.
+    `files=False` (`check --no-dataset`) leaves out whether the weights file exists."""
     try:
         probe = verify_binary(binary or spec.darknet.binary, spec.darknet.flavour)
     except BinaryError as e:
@@ -75,7 +76,7 @@ def check_binary(spec: JobSpec, binary: str | None = None) -> BinaryCheck:
                 probe.flavour,
                 spec.darknet.data,
                 spec.darknet.cfg,
-                spec.darknet.weights,
+                spec.darknet.weights if files else None,
                 gpus=spec.darknet.gpus,
                 map=not own,
                 # Already reported one by one above; left out so the rest is still checked.
