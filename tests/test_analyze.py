@@ -258,3 +258,32 @@ def test_cli_analyze_names_an_unreadable_log() -> None:
     assert result.exit_code == 2
     assert "cannot read darknet log /proc/self/mem" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.shared_logs
+@pytest.mark.parametrize(
+    "name",
+    [
+        "04_alexeyab-yolov3tiny-fire-dstaroff.log",
+        "57_alexeyab-yolov4-resume74901-interrupted-sahil.log",
+    ],
+)
+def test_curve_rows_are_those_the_whole_point_list_gave(name: str, logs_dir: Path) -> None:
+    # The report samples the curve by index now; before, from a list of every point.
+    from supervisor.training.policy import pct
+
+    a = analyze_log(logs_dir / name)
+    evals = {e.iteration: e for e in a.history.evaluations}
+    pts = a.history.loss.points()
+    step = max(1, len(pts) // 20)
+    shown = {it for k, (it, _) in enumerate(pts) if k % step == 0 or k == len(pts) - 1}
+    shown |= set(evals)
+    want = []
+    for it, avg in pts:
+        if it in shown:
+            e = evals.get(it)
+            m = "" if e is None else (pct(e.map) if e.valid else "invalid")
+            want.append(f"{it:>10}  {avg:>10.4f}  {m:>8}")
+    lines = format_analysis(a).splitlines()
+    start = lines.index(f"{'iteration':>10}  {'avg loss':>10}  {'mAP':>8}") + 1
+    assert lines[start : start + len(want)] == want and lines[start + len(want)] == ""
