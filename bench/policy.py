@@ -40,7 +40,9 @@ def tuned(policy: Policy, settings: list[str]) -> Policy:
         for i, r in enumerate(rules):
             if r.name == rule_name:
                 cur = getattr(r, param)
-                rules[i] = dataclasses.replace(r, **{param: type(cur)(value)})  # type: ignore[type-var]
+                kind = float if cur is None else type(cur)  # an option that is off by default
+                new = None if value in ("None", "null") else kind(value)
+                rules[i] = dataclasses.replace(r, **{param: new})  # type: ignore[type-var]
                 break
         else:
             raise SystemExit(f"no rule {rule_name!r} in {[r.name for r in rules]}")

@@ -142,12 +142,26 @@ class Plateau:
     learning rate (a cfg `step`) restarts the count, and before the cfg's last rate drop the
     patience is `before_last_step` times longer: the best mAP of a run often comes right after
     its last step, so a plateau before it is weaker evidence.
+
+    With `patience_share`, the patience is that share of the iterations after burn_in
+    (at least `patience_min`, at most `patience`), so that it fits a 1 500- and a
+    50 000-iteration run alike; None keeps the absolute `patience`.
     """
 
     name: ClassVar[str] = "plateau"
     patience: int = 2000
     min_delta: float = 0.005
     before_last_step: float = 2.0
+    patience_share: float | None = None
+    patience_min: int = 300
+
+    def base_patience(self, s: Schedule) -> int:
+        """The patience for this run's schedule, before the last-step factor."""
+        if self.patience_share is None or not s.max_batches:
+            return self.patience
+        warm = min(s.burn_in, s.max_batches)
+        share = round(self.patience_share * (s.max_batches - warm))
+        return min(self.patience, max(self.patience_min, share))
 
     def check(self, h: History, s: Schedule) -> Stop | None:
         ref = _plateau_reference(h.evaluations, self.min_delta)
@@ -159,7 +173,8 @@ class Plateau:
             since = max(passed)
         last_drop = s.last_rate_drop
         early = last_drop is not None and h.iteration < last_drop
-        patience = int(self.patience * self.before_last_step) if early else self.patience
+        base = self.base_patience(s)
+        patience = int(base * self.before_last_step) if early else base
         # Evidence, not elapsed iterations: an evaluation must have looked at the end of the
         # patience window (the one due at that iteration may yet show the gain).
         latest = max(e.iteration for e in h.evaluations if e.valid)
