@@ -118,3 +118,21 @@ def test_a_label_path_that_is_a_directory_is_called_one(tmp_path: Path) -> None:
     said, fix = missing_label_advice(str(tmp_path / "a.jpg"), str(tmp_path / "a.txt"), "hankai")
     assert "is a directory" in said and "missing" not in said
     assert str(tmp_path / "a.txt") in fix
+
+
+def test_long_names_and_data_values_are_quoted_short(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    (tmp_path / "obj.names").write_text("n" * 10_000 + "\n")
+    data.write_text(data.read_text() + "valid=" + "v" * 10_000 + "\n")
+    report = check_dataset(data, None, managed_backup=True, cache_dir=tmp_path / "cache")
+    assert "list_missing" in {f.code for f in report.findings}
+    assert all(len(f.message) < 400 and len(f.fix) < 400 for f in report.findings)
+
+
+def test_a_list_that_is_a_directory_is_called_one(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    (tmp_path / "valid").mkdir()
+    data.write_text(data.read_text() + f"valid={tmp_path / 'valid'}\n")
+    report = check_dataset(data, None, managed_backup=True, cache_dir=tmp_path / "cache")
+    (f,) = [f for f in report.findings if f.code == "list_missing"]
+    assert "is a directory" in f.message and f.line == 4

@@ -9,6 +9,7 @@ import difflib
 import itertools
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +80,14 @@ def check_data_file(
             lists[key] = None
             continue
         path = _resolve(opt, base)
-        if not path.is_file():
+        unusable = _not_a(path, "file")
+        if unusable is not None:
             out.append(
                 finding(
                     "list_missing",
                     where,
                     opt.line,
-                    f"{key} = {opt.value}: no such file ({path})",
+                    f"{key} = {shown(opt.value)}: {unusable} ({shown(str(path))})",
                     "fix the path; relative paths are taken from the .data file's folder",
                 )
             )
@@ -96,6 +98,22 @@ def check_data_file(
     if not managed_backup:
         out.extend(_backup(df, base, where, flavour))
     return DataInfo(classes, names, lists["train"], lists["valid"], base), out
+
+
+def _not_a(path: Path, kind: str) -> str | None:
+    """Why `path` is not an existing file/folder, or None. Path.is_file() raises on some
+    errors (a name too long for the file system) instead of answering False."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "no such file" if kind == "file" else "the folder does not exist"
+    except OSError as e:
+        return f"cannot be used ({e.strerror or e})"
+    if kind == "file" and stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a list file"
+    if kind == "folder" and not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    return None
 
 
 def _resolve(opt: Option, base: Path) -> Path:
@@ -127,7 +145,7 @@ def _names(
                 "names_missing",
                 where,
                 opt.line,
-                f"names = {opt.value}: cannot read {path} ({e.strerror})",
+                f"names = {shown(opt.value)}: cannot read {shown(str(path))} ({e.strerror})",
                 "fix the path; relative paths are taken from the .data file's folder",
             )
         )
@@ -153,19 +171,22 @@ def _backup(df: DataFile, base: Path, where: str, flavour: Flavour) -> list[Find
     value = opt.value if opt is not None else PJREDDIE_DEFAULT_BACKUP
     path = Path(value) if Path(value).is_absolute() else base / value
     line = opt.line if opt is not None else None
-    said = f"backup = {value}" if opt is not None else f"no backup= line (darknet uses {value})"
+    said = (
+        f"backup = {shown(value)}" if opt is not None else f"no backup= line (darknet uses {value})"
+    )
     consequence = (
         "pjreddie darknet exits with status 0 at its first save and keeps nothing"
         if flavour == "pjreddie"
         else "darknet stops with an error at its first save"
     )
-    if not path.is_dir():
+    why = _not_a(path, "folder")
+    if why is not None:
         return [
             finding(
                 "backup_missing",
                 where,
                 line,
-                f"{said}: the folder {path} does not exist; {consequence}",
+                f"{said}: {why} ({shown(str(path))}); {consequence}",
                 f"mkdir -p {path} (trainsup run/submit use a backup/ inside the job instead)",
             )
         ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from supervisor.darknet.cfg import shown
 from supervisor.dataset.findings import Finding, finding
 from supervisor.dataset.images import COLOUR_TOLERANCE, ImageFacts, similarities
 from supervisor.dataset.lists import Entry
@@ -52,8 +53,8 @@ def overlap_findings(
                     "image_listed_twice",
                     e.list_file,
                     e.line,
-                    f"{e.written} is already listed on line {prev.line}; darknet trains on it "
-                    "twice as often as on the others",
+                    f"{shown(e.written)} is already listed on line {prev.line}; darknet trains "
+                    "on it twice as often as on the others",
                     f"delete line {e.line}",
                 )
             )
@@ -72,8 +73,8 @@ def overlap_findings(
                     "split_overlap_path",
                     e.list_file,
                     e.line,
-                    f"{e.written} is also in the training list ({t.list_file}:{t.line}); its "
-                    "mAP measures memory, not generalisation",
+                    f"{shown(e.written)} is also in the training list ({t.list_file}:{t.line}); "
+                    "its mAP measures memory, not generalisation",
                     "remove it from one of the two lists",
                 )
             )
@@ -192,6 +193,7 @@ def balance_findings(
     train, valid = counts.get("train"), counts.get("valid")
     if train is None:
         return out
+    names = [shown(n) for n in names]  # a .names line is quoted in messages: keep it short
     if valid is not None:
         total = train.images + valid.images
         if total and valid.images < VALID_MIN_SHARE * total:
