@@ -136,3 +136,11 @@ def test_a_list_that_is_a_directory_is_called_one(tmp_path: Path) -> None:
     report = check_dataset(data, None, managed_backup=True, cache_dir=tmp_path / "cache")
     (f,) = [f for f in report.findings if f.code == "list_missing"]
     assert "is a directory" in f.message and f.line == 4
+
+
+def test_a_list_that_is_a_device_is_not_read(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    data.write_text(data.read_text() + "valid=/dev/zero\n")
+    report = check_dataset(data, None, managed_backup=True, cache_dir=tmp_path / "cache")
+    (f,) = [f for f in report.findings if f.code == "list_missing"]
+    assert "not a regular file" in f.message

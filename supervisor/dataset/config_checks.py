@@ -111,6 +111,8 @@ def _not_a(path: Path, kind: str) -> str | None:
         return f"cannot be used ({e.strerror or e})"
     if kind == "file" and stat.S_ISDIR(st.st_mode):
         return "is a directory, not a list file"
+    if kind == "file" and not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device or pipe darknet would read forever)"
     if kind == "folder" and not stat.S_ISDIR(st.st_mode):
         return "is not a folder"
     return None
