@@ -144,3 +144,17 @@ def test_a_list_that_is_a_device_is_not_read(tmp_path: Path) -> None:
     report = check_dataset(data, None, managed_backup=True, cache_dir=tmp_path / "cache")
     (f,) = [f for f in report.findings if f.code == "list_missing"]
     assert "not a regular file" in f.message
+
+
+def test_devices_given_as_names_data_or_cfg_are_not_read(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    data.write_text(data.read_text().replace(str(tmp_path / "obj.names"), "/dev/zero"))
+    started = time.perf_counter()
+    report = check_dataset(data, Path("/dev/zero"), managed_backup=True, cache_dir=tmp_path / "c")
+    assert time.perf_counter() - started < 5.0
+    (names,) = [f for f in report.findings if f.code == "names_missing"]
+    assert "not a regular file" in names.message
+    (cfg,) = [f for f in report.findings if f.code == "cfg_syntax"]
+    assert cfg.file == "/dev/zero" and "not a regular file" in cfg.message
+    report = check_dataset(Path("/dev/zero"), None, managed_backup=True, cache_dir=tmp_path / "c")
+    assert [f.code for f in report.findings] == ["data_syntax"]

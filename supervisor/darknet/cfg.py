@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -785,9 +786,25 @@ def cfg_base(cfg_path: str | Path) -> str:
     return base
 
 
+# A cfg or .data file is a few KB (yolov4's cfg is 12 KB); a device, a pipe or a file of
+# gigabytes given by mistake must not be read to the end.
+MAX_FILE_BYTES = 16 << 20
+
+
 def _read_text(path: str | Path) -> str:
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CfgError(
+                    path, None, "is not a regular file (a directory, device or pipe)",
+                    "give the path of the file itself",
+                )  # fmt: skip
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise CfgError(
+                path, None, f"is larger than {MAX_FILE_BYTES >> 20} MiB, which no darknet "
+                "cfg or .data file is", "check the path: is this the right file?",
+            )  # fmt: skip
     except FileNotFoundError:
         raise CfgError(path, None, "file not found", "check the path") from None
     except OSError as e:

@@ -110,7 +110,7 @@ def _not_a(path: Path, kind: str) -> str | None:
     except OSError as e:
         return f"cannot be used ({e.strerror or e})"
     if kind == "file" and stat.S_ISDIR(st.st_mode):
-        return "is a directory, not a list file"
+        return "is a directory, not a file"
     if kind == "file" and not stat.S_ISREG(st.st_mode):
         return "is not a regular file (a device or pipe darknet would read forever)"
     if kind == "folder" and not stat.S_ISDIR(st.st_mode):
@@ -139,6 +139,18 @@ def _names(
         )
         return ()
     path = _resolve(opt, base)
+    unusable = _not_a(path, "file")
+    if unusable is not None:
+        out.append(
+            finding(
+                "names_missing",
+                where,
+                opt.line,
+                f"names = {shown(opt.value)}: {unusable} ({shown(str(path))})",
+                "fix the path; relative paths are taken from the .data file's folder",
+            )
+        )
+        return ()
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
