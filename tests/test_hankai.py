@@ -159,17 +159,7 @@ def test_parser_reads_iterations_evaluations_and_saves(
             assert struct.unpack("<iiiQ", f.read(20)) == (0, 2, 5, 300 * 8)
 
 
-CONFUSION_TABLE = pytest.mark.xfail(
-    strict=True,
-    reason="v2.1-v5.1 print the per-class table under `  Id Name             AvgPrecision     TP"
-    "     FN     FP     TN Accuracy ErrorRate …`: `ErrorRate` hits logparse's `rror` error "
-    "trigger in _generic before the table-header check, so the table is never opened",
-)
-
-
-@pytest.mark.parametrize(
-    "fmt", [pytest.param(f, marks=CONFUSION_TABLE) if f != "master" else f for f in FORMATS]
-)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_per_class_table_is_read(
     fmt: str, hankai: Callable[[str], Path], job_data: Path, cfg: Path
 ) -> None:
@@ -227,12 +217,6 @@ def test_v3_precision_recall_lines_are_read(
     assert first.average_iou == pytest.approx(0.6813)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logparse's _PREC_RE/_TPFN_RE need `conf_thresh = X, precision = …` with spaces; "
-    "hank-ai v4.1+ prints `[-> ]for conf_thresh=0.25, precision=0.81, recall=0.76, F1 score="
-    "0.78` and `…, TP=29, FP=7, FN=9, average IoU=68.13%` (detector.cpp / detector_map.cpp)",
-)
 @pytest.mark.parametrize("fmt", ["v5.0", "v5.1", "master"])
 def test_v5_precision_recall_lines_are_read(
     fmt: str, hankai: Callable[[str], Path], job_data: Path, cfg: Path
@@ -243,11 +227,6 @@ def test_v5_precision_recall_lines_are_read(
     assert (first.tp, first.fp, first.fn) == (29, 7, 9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logparse has no rule for hank-ai's darknet_fatal_error box (`* Error message:  …`): "
-    "no FatalError, so a missing label file (hank-ai v2.1+ aborts on it) has no cause",
-)
 @pytest.mark.parametrize("fmt", ["v3.0", "master"])
 def test_fatal_error_box_is_a_fatal_error(
     fmt: str, hankai: Callable[[str], Path], job_data: Path, cfg: Path, tmp_path: Path
@@ -420,11 +399,6 @@ def test_a_missing_label_file_aborts_hankai_and_the_run_fails(
     assert r["exit"]["signal"] == "SIGABRT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no FatalError for hank-ai's `* Error message:  …` box (logparse), so the report's "
-    "cause is only `darknet failed (signal SIGABRT)`",
-)
 def test_a_missing_label_file_is_named_in_the_cause(
     tmp_path: Path, hankai: Callable[[str], Path], cfg: Path
 ) -> None:

@@ -458,6 +458,121 @@ def test_hankai_map_and_class_table() -> None:
     assert m.per_class[0].ap == pytest.approx(0.8123)
 
 
+HANKAI_V5_EVAL = [
+    # hank-ai v4.1-v5.1 (docs/hankai.md §2): AlexeyAB's table header, `key=value` lines.
+    "2000: loss=1.1, avg loss=1.2, rate=0.001, 50.0 milliseconds, 128000 images,"
+    " time remaining=2.0 hours",
+    "Calculating mAP (mean average precision)...",
+    "  Id Name             AvgPrecision     TP     FN     FP     TN Accuracy ErrorRate"
+    " Precision Recall Specificity FalsePosRate",
+    "  -- ----             ------------ ------ ------ ------ ------ -------- ---------"
+    " --------- ------ ----------- ------------",
+    "   0 mirror                85.0000     17      3      2     40   0.9032    0.0968"
+    "    0.8947 0.8500      0.9524       0.0476",
+    "   1 memory card           77.0000     12      6      5     39   0.8226    0.1774"
+    "    0.7059 0.6667      0.8864       0.1136",
+    "for conf_thresh=0.25, precision=0.81, recall=0.76, F1 score=0.78",
+    "for conf_thresh=0.25, TP=29, FP=7, FN=9, average IoU=68.13%",
+    "IoU threshold=50.00%, used area-under-curve for each unique recall",
+    "mean average precision (mAP@0.50)=81.00%",
+]
+
+
+def test_hankai_v5_table_with_error_rate_and_key_value_lines() -> None:
+    # `ErrorRate` in the header and the class names `mirror`/`memory card` contain error
+    # triggers (`rror`, `memory`): the table is read before them.
+    events = run(*HANKAI_V5_EVAL)
+    assert not of(events, FatalError) and not of(events, GpuError)
+    (m,) = of(events, MapResult)
+    assert [(c.class_id, c.name, c.tp, c.fp) for c in m.per_class] == [
+        (0, "mirror", 17, 2),
+        (1, "memory card", 12, 5),
+    ]
+    assert [c.ap for c in m.per_class] == pytest.approx([0.85, 0.77])
+    assert (m.precision, m.recall, m.f1, m.conf_thresh) == (0.81, 0.76, 0.78, 0.25)
+    assert (m.tp, m.fp, m.fn) == (29, 7, 9)
+    assert m.average_iou == pytest.approx(0.6813)
+    assert m.iou_threshold == 0.5
+    assert m.map == pytest.approx(0.81)
+
+
+def test_hankai_master_arrow_lines_and_a_mirror_row() -> None:
+    events = run(
+        "2000: loss=1.1, avg loss=1.2, rate=0.001, 50.0 milliseconds, 128000 images,"
+        " time remaining=2.0 hours",
+        "  Id Name                        AP     TP     FP     FN     GT AvgIoU",
+        "   0 mirror                 81.2300    120     14     27    147 70.1200",
+        "-> for conf_thresh=0.25, precision=0.89, recall=0.84, F1 score=0.86",
+        "-> for conf_thresh=0.25, TP=430, FP=52, FN=81, average IoU=70.12%",
+        "-> IoU threshold=75.00%, used area-under-curve for each unique recall",
+        "-> mean average precision (mAP@0.75)=80.12%",
+    )
+    (m,) = of(events, MapResult)
+    assert [(c.class_id, c.name, c.tp, c.fp) for c in m.per_class] == [(0, "mirror", 120, 14)]
+    assert (m.precision, m.recall, m.f1, m.tp, m.fp, m.fn) == (0.89, 0.84, 0.86, 430, 52, 81)
+    assert m.average_iou == pytest.approx(0.7012)
+    assert m.iou_threshold == 0.75
+
+
+def test_an_error_line_in_an_open_table_is_still_an_error() -> None:
+    # Rows are read before the error triggers only when they are rows: a CUDA error glued to
+    # progress digits while the table is open stays an error.
+    events = run(
+        *HANKAI_V5_EVAL[:4],
+        "4CUDA Error: out of memory",
+    )
+    assert [e.kind for e in of(events, GpuError)] == ["out_of_memory"]
+
+
+HANKAI_BOX = [
+    "* * * * * * * * * * * * * * * * * * * * * * * * * * * * *",
+    "* Errno 2: No such file or directory",
+    "* Error location: /src/darknet/src-lib/data.cpp, read_boxes(), line #112",
+    "* Error message:  {message}",
+    "* Thread #140: loading thread #0",
+    '* Version "Moonlit" v5.1-104-gf684e1d7 built on Jun 27 2026 12:00:00',
+    "* * * * * * * * * * * * * * * * * * * * * * * * * * * * *",
+]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'failed to open annotation file "/data/img 1.txt"',
+        "There is no /data/valid.txt file for mAP calculation! Don't use -map flag.",
+        "Cancel the attempt to train a neural network using a CPU.",
+        "signal handler invoked for signal #11 (Segmentation fault)",
+        "signal handler invoked for signal #6 (Aborted)",
+    ],
+)
+def test_hankai_error_box_is_one_fatal_error(message: str) -> None:
+    events = run(
+        " 7: loss=1.1, avg loss=1.2, rate=0.001, 50.0 milliseconds, 448 images,"
+        " time remaining=2.0 hours",
+        *(line.format(message=message) for line in HANKAI_BOX),
+    )
+    (f,) = of(events, FatalError)
+    assert message in f.message and (f.iteration, f.line) == (7, 5)
+
+
+@pytest.mark.parametrize("sig", ["1 (Hangup)", "2 (Interrupt)", "3 (Quit)",
+                                 "10 (User defined signal 1)", "12 (User defined signal 2)",
+                                 "15 (Terminated)"])  # fmt: skip
+def test_hankai_box_for_a_stop_from_outside_is_not_fatal(sig: str) -> None:
+    events = run(
+        f"calling Darknet's fatal error handler due to signal #{sig.split()[0]}",
+        *(line.format(message=f"signal handler invoked for signal #{sig}") for line in HANKAI_BOX),
+    )
+    assert events == []
+
+
+def test_hankai_box_for_out_of_memory_is_a_gpu_error() -> None:
+    events = run(
+        *(line.format(message="CUDA memory allocation failed (4096000).") for line in HANKAI_BOX),
+    )
+    assert one(events, GpuError).kind == "out_of_memory"
+
+
 # ---- region/YOLO IoU -------------------------------------------------------------------------
 
 

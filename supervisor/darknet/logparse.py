@@ -157,13 +157,24 @@ _MAP_SUMMARY_RE = re.compile(r"mean_average_precision \(mAP(?:@([\d.]+))?\)\s*=\
 _CLASS_RE = re.compile(
     r"class_id = (\d+), name = (.*?),\s+ap = ([^%\s]+)\s*%(?:\s*\(TP = (\d+), FP = (\d+)\))?"
 )
+# AlexeyAB and hank-ai ≤ v4.0 print `conf_thresh = 0.25, precision = 0.89, …, F1-score = 0.86`;
+# hank-ai v4.1+ `conf_thresh=0.25, precision=0.89, …, F1 score=0.86` (docs/hankai.md §2).
 _PREC_RE = re.compile(
-    r"conf_thresh = " + _F + r", precision = " + _F + r", recall = " + _F + r", F1-score = " + _F
+    r"conf_thresh\s*=\s*"
+    + _F
+    + r",\s*precision\s*=\s*"
+    + _F
+    + r",\s*recall\s*=\s*"
+    + _F
+    + r",\s*F1[- ]score\s*=\s*"
+    + _F
 )
 _TPFN_RE = re.compile(
-    r"conf_thresh = " + _F + r", TP = (\d+), FP = (\d+), FN = (\d+), average IoU = ([^,\s%]+)"
+    r"conf_thresh\s*=\s*"
+    + _F
+    + r",\s*TP\s*=\s*(\d+),\s*FP\s*=\s*(\d+),\s*FN\s*=\s*(\d+),\s*average IoU\s*=\s*([^,\s%]+)"
 )
-_IOU_THR_RE = re.compile(r"IoU threshold = ([\d.]+)\s*%")
+_IOU_THR_RE = re.compile(r"IoU threshold\s*=\s*([\d.]+)\s*%")
 _WH_RE = re.compile(r"(?<!\d)(\d{2,5})\s*x\s*(\d{2,5})(?!\d)")
 _SIZE_LINE_RE = re.compile(r"(?:^|[\s|>])(\d{2,5})(?:\s*x\s*(\d{2,5}))?$")
 
@@ -484,6 +495,9 @@ class LogParser:
         if _SAVING in s:
             # Before the iteration patterns: an interleaved save may have cut one (docstring).
             return self._saving(s)
+        if _HANK_BOX_MESSAGE in s:
+            # Whatever it names (`… file for mAP calculation! …`): the cause darknet died of.
+            return self._error(s)
         if "avg" in s:
             if "loss=" in s:
                 hm = _HANK_ITER_RE.search(s)
@@ -511,17 +525,21 @@ class LogParser:
             return None
         if "Resizing" in s:
             return self._resizing(s)
-        for trig in _ERROR_TRIGGERS:
-            if trig in s:
-                return self._error(s)
+        # hank-ai's per-class table, before the error triggers: v2.1–v5.1's header has
+        # `ErrorRate`, and a class may be called `mirror` or `memory card`.
         if "Name" in s and s.startswith("Id"):
             cols = s.split()
             if cols[1:2] == ["Name"] and ("AP" in cols or "AvgPrecision" in cols):
                 self._open_eval().table = cols  # hank-ai's per-class table starts
                 return None
-        if self._eval is not None and self._eval.table is not None:
-            self._table_row(s)
+        table_open = self._eval is not None and self._eval.table is not None
+        if table_open and s[0].isdigit() and self._table_row(s):
             return None
+        for trig in _ERROR_TRIGGERS:
+            if trig in s:
+                return self._error(s)
+        if table_open:
+            return None  # the table's legend or rule lines
         if self._rank < 3:
             self._banner_hint(s)
         return None
@@ -793,22 +811,25 @@ class LogParser:
             ClassAP(int(m.group(1)), m.group(2).strip(), ap / 100.0, tp, fp)
         )
 
-    def _table_row(self, s: str) -> None:
-        """One row of hank-ai's per-class table, read by the columns of its header."""
+    def _table_row(self, s: str) -> bool:
+        """One row of hank-ai's per-class table, read by the columns of its header.
+
+        True when `s` is one (an unterminated last line is not read: it may be cut).
+        """
         ev = self._eval
         if ev is None or ev.table is None or self._strict:
-            return
+            return False
         cols = ev.table
         toks = s.split()
         tail = len(cols) - 2  # columns after Id and Name
         if len(toks) < tail + 2 or not toks[0].isdigit():
-            return
+            return False
         values = toks[-tail:]
         named = dict(zip(cols[2:], values, strict=True))
         ap_txt = named.get("AP") or named.get("AvgPrecision")
         ap = _num(ap_txt) if ap_txt is not None else None
         if ap is None:
-            return
+            return False
         tp = named.get("TP")
         fp = named.get("FP")
         ev.per_class.append(
@@ -820,6 +841,7 @@ class LogParser:
                 int(fp) if fp is not None and fp.isdigit() else None,
             )
         )
+        return True
 
     def _resizing(self, s: str) -> list[Event] | None:
         if self._resize_line:
@@ -947,10 +969,21 @@ def _gpu_kind(s: str) -> GpuErrorKind | None:
     return None
 
 
+# hank-ai's `darknet_fatal_error` box names its cause on this line, then abort()s (docs/hankai.md
+# §5); the GPU kinds are told before (`_error`), so its OOM messages stay `GpuError`s.
+_HANK_BOX_MESSAGE = "* Error message:"
+# The box of hank-ai's signal handler for a stop from outside (SIGHUP, SIGINT, SIGQUIT, SIGUSR1,
+# SIGUSR2, SIGTERM): not darknet failing, so that such an end stays a stop (or a resume).
+# #4, #6, #8, #11 (SIGILL, SIGABRT, SIGFPE, SIGSEGV) are crashes and stay fatal.
+_OUTSIDE_SIGNAL_RE = re.compile(r"signal handler invoked for signal #(?:1|2|3|10|12|15)(?!\d)")
+
+
 def _is_fatal(s: str) -> bool:
     for frag in _FATAL_FRAGMENTS:
         if frag in s:
             return True
+    if _HANK_BOX_MESSAGE in s:
+        return _OUTSIDE_SIGNAL_RE.search(s) is None
     if "Assertion" in s and "failed" in s:
         return True
     i = s.find("Error: ")
