@@ -65,6 +65,13 @@ def bare(root: Path, data: Path, cfg: Path, n: int) -> float:
     return seconds_per_iteration(log)
 
 
+def _iterated(log: Path) -> bool:
+    try:
+        return b" avg, " in log.read_bytes()[-4096:]
+    except OSError:
+        return False
+
+
 class Serve:
     def __init__(self, root: Path, data_root: Path) -> None:
         self.state = root / "state"
@@ -107,34 +114,34 @@ class Serve:
         """(seconds per iteration, daemon CPU s, darknet CPU s) of one supervised job."""
         body = {"yaml": job.read_text(), "source": str(job), "base_dir": str(job.parent)}
         job_id = self.http.post("/jobs", json=body).json()["id"]
-        # From darknet's first iteration on: what supervision costs per second of training,
-        # not the one-off admission (parsing, proving the binary) at submit.
-        cpu0: float | None = None
-        # The launch pid is the wrapper's (darknet's parent, own session): sum its tree.
+        # Followed through the job dir, not the API: a request is the daemon's CPU time too.
+        job_dir = self.state / "jobs" / str(job_id)
         tree: dict[int, float] = {}
         top: psutil.Process | None = None
-        while True:
-            j = self.http.get(f"/jobs/{job_id}").json()
-            if j["pid"] and top is None:
-                top = psutil.Process(j["pid"])
-            if cpu0 is None and (j["iteration"] or 0) >= 1:
+        cpu0: float | None = None
+        while not (job_dir / "report.json").exists():
+            if top is None and (job_dir / "launch.json").exists():
+                top = psutil.Process(json.loads((job_dir / "launch.json").read_text())["pid"])
+            if cpu0 is None and _iterated(job_dir / "darknet.log"):
+                # From darknet's first iteration on: what supervision costs per second of
+                # training, not the one-off admission (parsing, proving the binary).
                 cpu0 = self.cpu()
             if top is not None:
+                # The launch pid is the wrapper's (darknet's parent, own session): its tree.
                 try:
                     for p in [top, *top.children(recursive=True)]:
                         t = p.cpu_times()
                         tree[p.pid] = t.user + t.system
                 except psutil.Error:
                     pass
-            if j["state"] in ("finished", "failed", "cancelled"):
-                break
-            # Polled slowly: each request is CPU time of the daemon's too.
-            time.sleep(1.0)
-        if j["state"] != "finished" or cpu0 is None:
-            raise RuntimeError(f"supervised job ended {j['state']}: {j}")
+            time.sleep(0.2)
+        if cpu0 is None:
+            raise RuntimeError(f"job {job_id} ended before its first iteration")
         daemon_cpu = self.cpu() - cpu0
-        log = Path(j["job_dir"]) / "darknet.log"
-        return seconds_per_iteration(log), daemon_cpu, sum(tree.values())
+        j = self.http.get(f"/jobs/{job_id}").json()
+        if j["state"] != "finished":
+            raise RuntimeError(f"supervised job ended {j['state']}: {j}")
+        return seconds_per_iteration(job_dir / "darknet.log"), daemon_cpu, sum(tree.values())
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

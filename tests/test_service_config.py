@@ -219,3 +219,68 @@ def test_admission_merges_the_config_defaults_under_the_job(tmp_path: Path) -> N
     with pytest.raises(Refused) as e:
         admit(config, job.replace("70", "-1"), "j.yaml", tmp_path, [])
     assert "j.yaml:3" in str(e.value), "located in the user's own file"
+
+
+async def test_the_queue_gives_each_gpu_one_job_and_cpu_jobs_their_slots(tmp_path: Path) -> None:
+    # The queue pass alone (no runner): which job gets which device, in which order.
+    from supervisor.service.daemon import Daemon, Running
+
+    d = Daemon(parse_config(f"state_dir: {tmp_path}\ngpus: [0, 1]\ncpu_slots: 1\n"))
+    d.store = Store(tmp_path / "t.db")
+    d.gpus, d.accepting = [0, 1], True
+    started: list[tuple[str, list[int]]] = []
+
+    def start(row: dict[str, object], device: list[int]) -> None:
+        started.append((str(row["name"]), device))
+        d.store.transition(int(row["id"]), "starting")  # type: ignore[call-overload]
+        d.running[int(row["id"])] = Running(int(row["id"]), None, device)  # type: ignore[arg-type, call-overload]
+
+    d._start = start  # type: ignore[method-assign]
+
+    def add(name: str, gpus: list[int], priority: int = 0) -> int:
+        return d.store.add_job(
+            name=name, priority=priority, after=None, source="x", base_dir="/", spec_text="",
+            binary_name="darknet", binary_path="/usr/bin/darknet", gpus=gpus, user=None,
+        )  # fmt: skip
+
+    a = add("a", [0])
+    add("b", [0])
+    add("c", [1])
+    add("cpu1", [])
+    add("cpu2", [])
+    add("both", [0, 1], priority=-1)
+    await d.queue_pass()
+    assert started == [("a", [0]), ("c", [1]), ("cpu1", [])]
+    await d.queue_pass()
+    assert len(started) == 3, "nothing more fits"
+    d.running.pop(a)  # job a ended: GPU 0 is free again, for b (submitted before `both`)
+    await d.queue_pass()
+    assert started[3:] == [("b", [0])]
+    d.store.close()
+
+
+async def test_a_job_whose_runner_had_finished_is_recorded_not_rerun(tmp_path: Path) -> None:
+    # The daemon died after the runner's Finished record, before the state transition.
+    from supervisor.service.daemon import Daemon
+
+    d = Daemon(parse_config(f"state_dir: {tmp_path}\n"))
+    d.store = Store(tmp_path / "t.db")
+    j = _job(d.store)
+    job_dir = tmp_path / "jobs" / str(j)
+    job_dir.mkdir(parents=True)
+    (job_dir / "launch.json").write_text("{}")
+    finished = {
+        "type": "Finished", "time": 2.0, "status": "stopped", "cause": "plateau",
+        "stop": {"rule": "plateau", "reason": "flat"}, "best": {"iteration": 100, "map": 0.5},
+        "kept": {},
+    }  # fmt: skip
+    (job_dir / "events.jsonl").write_text(
+        json.dumps({"type": "JobStarted", "time": 1.0}) + "\n" + json.dumps(finished) + "\n"
+    )
+    d.store.transition(j, "starting", job_dir=str(job_dir))
+    d.store.transition(j, "running")
+    await d.readopt()
+    row = d.store.get(j)
+    assert row is not None and row["state"] == "finished" and row["stop_rule"] == "plateau"
+    assert not d.running, "no runner started"
+    assert [r["type"] for _, r in d.store.events(j)] == ["JobStarted", "Finished"]

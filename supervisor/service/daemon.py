@@ -224,12 +224,20 @@ class Daemon:
                 if job_dir is None or not (job_dir / "launch.json").exists():
                     self._unlaunched(row, job_dir)
                     continue
+                kept = resume_records(job_dir / "events.jsonl")
+                if kept and kept[-1].get("type") == "Finished":
+                    # The runner had finished (report written) when the daemon went down.
+                    self.store.resync_events(job_id, kept)
+                    self.store.apply(job_id, kept[-1])
+                    status = str(kept[-1].get("status"))
+                    self._end(job_id, END_STATE.get(status, "failed"), f"runner ended: {status}")
+                    continue
                 try:
                     runner = JobRunner.for_job_dir(job_dir, self._runner_config(row))
                 except (JobSetupError, SpecError) as e:
                     self.store.transition(job_id, "failed", "cannot re-adopt", error=str(e))
                     continue
-                self.store.resync_events(job_id, resume_records(job_dir / "events.jsonl"))
+                self.store.resync_events(job_id, kept)
                 log.info("re-adopting", job_dir=str(job_dir))
                 self._spawn(job_id, runner, json.loads(row["device"] or "[]"), launched=True)
 

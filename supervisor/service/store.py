@@ -292,6 +292,11 @@ class Store:
             self._insert_event(job_id, rec)
             self._apply(job_id, rec)
 
+    def apply(self, job_id: int, rec: Record) -> None:
+        """What a record says about the job, without storing the record again."""
+        with self._tx():
+            self._apply(job_id, rec)
+
     def resync_events(self, job_id: int, records: list[Record]) -> None:
         """Replace the job's records with `records` (what the runner resumes from)."""
         with self._tx():
