@@ -360,12 +360,34 @@ def _run_job(
         else:
             runner.request_stop("the terminal hung up (SIGHUP)")
 
+    notes_left = [0]
+
     async def go() -> Any:
+        from supervisor.notify.listener import NOTIFY_FLUSH_S, attach_notifications
+        from supervisor.report.report import add_to_report
+
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        return await runner.run()
+        runner.prepare()  # a refused job dir gets no outbox
+        notes = attach_notifications(
+            runner.bus.subscribe,
+            runner.spec.notify,
+            runner.job_dir,
+            job_name=runner.spec.name,
+        )
+        try:
+            result = await runner.run()
+        finally:
+            # Messages still undelivered after the flush stay in the job dir's outbox.
+            notes_left[0] = await notes.flush(NOTIFY_FLUSH_S)
+            summary = notes.summary()
+            await notes.aclose()
+        if summary is not None:
+            result.report["notifications"] = summary
+            add_to_report(runner.job_dir / "report.json", {"notifications": summary})
+        return result
 
     click.echo(f"job dir: {job_dir}")
     try:
@@ -376,6 +398,11 @@ def _run_job(
     if tty:
         click.echo()
     r = result.report
+    if notes_left[0]:
+        click.echo(
+            f"{notes_left[0]} notifications not delivered yet: `trainsup notify flush {job_dir}`",
+            err=True,
+        )
     if result.status == "detached":
         click.echo(
             f"\ndetached: darknet keeps training (pid {_pid_of(job_dir)}); follow it again with "
@@ -669,10 +696,13 @@ def schema(config: bool) -> None:
 
 
 def _register_service() -> None:
-    # The daemon and its client commands live in supervisor/service/commands.py.
+    # The daemon and its client commands live in supervisor/service/commands.py, the
+    # notification commands in supervisor/notify/cli.py.
+    from supervisor.notify.cli import notify
     from supervisor.service.commands import register
 
     register(main)
+    main.add_command(notify)
 
 
 _register_service()
