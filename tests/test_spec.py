@@ -271,7 +271,7 @@ def test_unknown_key_lists_the_allowed_keys() -> None:
         ("retain: {top_k: -1}", "retain.top_k", "at least 0"),
         ("stop: {diverged: {loss_factor: 0.5}}", "stop.diverged.loss_factor", "greater than 1"),
         ("evaluation: {every: 150}", "evaluation.every", "multiple of 100"),
-        ("evaluation: {iou_threshold: 0}", "evaluation.iou_threshold", "(0, 1]"),
+        ("evaluation: {iou_threshold: 0}", "evaluation.iou_threshold", "(0, 1)"),
         ("stop: {min_iterations: -5}", "stop.min_iterations", "at least 0"),
         ("stop: {target_map: 150}", "stop.target_map", "fraction in [0, 1]"),
     ],

@@ -46,9 +46,10 @@ from supervisor.darknet.weights import (
 )
 from supervisor.report.report import build_report, write_report
 from supervisor.runtime import launch
-from supervisor.runtime.binary import BinaryError, detect_flavour, resolve_binary
+from supervisor.runtime.binary import BinaryError, verify_binary
 from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
+from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.records import (
     EventsFile,
     from_record,
@@ -230,15 +231,15 @@ class JobRunner:
         spec = self.spec
         where = f"{spec.name}: darknet.binary"
         try:
-            self.binary = resolve_binary(self.config.binary_override or spec.darknet.binary)
-            flavour = spec.darknet.flavour
-            self.flavour: Flavour = detect_flavour(self.binary) if flavour == "auto" else flavour
+            # Proven darknet before it gets any job argument; a written flavour must match.
+            probe = verify_binary(
+                self.config.binary_override or spec.darknet.binary, spec.darknet.flavour
+            )
         except BinaryError as e:
             raise JobSetupError(f"{where}: {e}") from None
-        source = spec.evaluation.source
-        if source == "auto":
-            source = "supervisor" if self.flavour == "pjreddie" else "darknet"
-        self.own_eval = source == "supervisor"
+        self.binary, self.cuda = probe.path, probe.cuda
+        self.flavour: Flavour = probe.flavour
+        self.own_eval = evaluation_source(spec, self.flavour) == "supervisor"
         if not self.own_eval and spec.evaluation.iou_threshold != 0.5:
             # darknet's training-time -map scores at IoU 0.5 (facts §2); the job asked for
             # another threshold, which only the supervisor's own evaluation honours.
@@ -291,7 +292,7 @@ class JobRunner:
         )
         (self.job_dir / "kept").mkdir(exist_ok=True)
 
-    def _argv(self, weights: Path | None) -> list[str]:
+    def _argv(self, weights: Path | None, *, resume: bool = False) -> list[str]:
         try:
             return train_argv(
                 self.binary,
@@ -302,6 +303,8 @@ class JobRunner:
                 gpus=self.spec.darknet.gpus,
                 map=not self.own_eval,
                 extra_args=self.spec.darknet.extra_args,
+                cuda=self.cuda,
+                resume=resume,  # never -clear from the run's own saves: the count goes on
             )
         except ArgvError as e:
             raise JobSetupError(f"{self.spec.name}: {e}") from None
@@ -467,9 +470,11 @@ class JobRunner:
 
     # --- launches: the one place darknet is started -------------------------------------------
 
-    def _launch(self, weights: Path | None, reason: str) -> tuple[launch.LaunchHandle, Any]:
+    def _launch(
+        self, weights: Path | None, reason: str, *, resume: bool = False
+    ) -> tuple[launch.LaunchHandle, Any]:
         number = len(self._launches) + 1
-        argv = self._argv(weights)
+        argv = self._argv(weights, resume=resume)
         self.argv = argv
         handle, proc = launch.start(
             argv,
@@ -510,7 +515,7 @@ class JobRunner:
         )
         self._unwatched_end = False
         self._pending_save = None
-        return self._launch(weights, decision.reason)
+        return self._launch(weights, decision.reason, resume=newest is not None)
 
     def _end_facts(self, handle: launch.LaunchHandle) -> EndFacts:
         final = self.files.backup / self.names.final
@@ -853,7 +858,7 @@ class JobRunner:
         if end.status == "finished":
             final = self.files.backup / self.names.final
             it = self.schedule.max_batches or self.history.iteration
-            score = self.own_eval and not self.history.evaluated(it)
+            score = self.own_eval and it not in self._evaluating and not self.history.evaluated(it)
             if score:
                 self._evaluating.add(it)
             await self._snapshot(_Save(final, it), score=score)
