@@ -27,7 +27,7 @@ from supervisor.darknet.logparse import parse_file
 from supervisor.runtime.jobpolicy import policy_for
 from supervisor.training.events import Event, Iteration, MapResult
 from supervisor.training.history import Evaluation, History
-from supervisor.training.policy import Policy, Stop
+from supervisor.training.policy import IterationBudget, Policy, Stop
 from supervisor.training.schedule import Schedule, infer_schedule
 
 
@@ -46,6 +46,8 @@ def kept_in_a_list(path: Path, policy: Policy, schedule: Schedule | None = None)
             d = policy.decide(h, schedule)
             if isinstance(d, Stop):
                 stop, kept = d, h.best
+    if stop is None:
+        kept = h.best  # the run's end keeps the best evaluated weights
     return Analysis(str(path), None, h, schedule, stop, kept)
 
 
@@ -287,3 +289,119 @@ def test_curve_rows_are_those_the_whole_point_list_gave(name: str, logs_dir: Pat
     lines = format_analysis(a).splitlines()
     start = lines.index(f"{'iteration':>10}  {'avg loss':>10}  {'mAP':>8}") + 1
     assert lines[start : start + len(want)] == want and lines[start + len(want)] == ""
+
+
+# ---- what is kept, the closing `keep:` line, the two losses ----------------------------------
+
+
+def alexeyab_log(
+    path: Path,
+    iterations: int,
+    maps: dict[int, float],
+    saves: dict[int, list[str]] | None = None,
+) -> Path:
+    """An AlexeyAB-style log: avg loss falling 0.001 per iteration from 5 (so a 100-iteration
+    mean differs from the printed value), `maps` evaluated after their iteration line, then
+    `saves` (file names under backup/) of that iteration."""
+    with path.open("w") as f:
+        for i in range(1, iterations + 1):
+            avg = 5.0 - 0.001 * i
+            f.write(
+                f" {i}: {avg + 0.1:.6f}, {avg:.6f} avg loss, 0.001000 rate, 1.0 seconds,"
+                f" {i * 64} images, 1.0 hours left\n"
+            )
+            if i in maps:
+                m = maps[i]
+                f.write(f" mean average precision (mAP@0.50) = {m:.6f}, or {m * 100:.2f} % \n")
+            for name in (saves or {}).get(i, []):
+                f.write(f"Saving weights to backup/yolo_{name}.weights\n")
+    return path
+
+
+def stop_at(iteration: int) -> Policy:
+    """A policy whose only stop is the iteration budget."""
+    return Policy(budgets=(IterationBudget(iteration),), rules=())
+
+
+MAPS = {200: 0.30, 400: 0.55, 600: 0.70, 800: 0.60, 1000: 0.65}
+
+
+def test_kept_without_a_stop_is_the_best_evaluation(tmp_path: Path) -> None:
+    # Before, `kept` was null unless a rule stopped; the run's end keeps the best weights.
+    a = analyze_log(alexeyab_log(tmp_path / "a.log", 1000, MAPS), Policy(rules=()))
+    assert a.stop is None
+    assert a.to_json()["kept"] == {"iteration": 600, "map": 0.70}
+
+
+def test_kept_with_a_stop_is_the_best_up_to_it(tmp_path: Path) -> None:
+    log = alexeyab_log(tmp_path / "a.log", 1000, {**MAPS, 1000: 0.90})
+    a = analyze_log(log, stop_at(500))
+    assert a.stop is not None and a.stop.iteration == 500
+    assert a.to_json()["kept"] == {"iteration": 400, "map": 0.55}
+    assert a.to_json()["best"] == {"iteration": 1000, "map": 0.90}  # the whole log's
+    assert (
+        format_analysis(a)
+        .splitlines()[-1]
+        .startswith("keep: the weights of iteration 400 (mAP 55.0 %)")
+    )
+
+
+def test_the_report_ends_with_the_files_that_hold_the_kept_weights(tmp_path: Path) -> None:
+    saves = {600: ["best", "last"], 800: ["last"], 1000: ["1000", "last", "final"]}
+    a = analyze_log(alexeyab_log(tmp_path / "a.log", 1000, MAPS, saves), Policy(rules=()))
+    # _last was overwritten at 800: only _best still holds iteration 600.
+    assert format_analysis(a).splitlines()[-1] == (
+        "keep: the weights of iteration 600 (mAP 70.0 %) — darknet saved them as"
+        " backup/yolo_best.weights"
+    )
+
+
+def test_the_keep_line_names_the_files_darknet_would_have_written(tmp_path: Path) -> None:
+    saves = {200: ["best", "last"], 400: ["best", "last"], 800: ["last"], 1000: ["1000"]}
+    a = analyze_log(alexeyab_log(tmp_path / "a.log", 1000, MAPS, saves), Policy(rules=()))
+    # The log shows no save of 600 (stderr not captured, say): the names darknet gives them.
+    assert format_analysis(a).splitlines()[-1] == (
+        "keep: the weights of iteration 600 (mAP 70.0 %) — backup/yolo_600.weights if darknet"
+        " saved it (backup/yolo_best.weights holds iteration 400)"
+    )
+    bare = analyze_log(alexeyab_log(tmp_path / "b.log", 1000, MAPS), Policy(rules=()))
+    assert format_analysis(bare).splitlines()[-1] == (
+        "keep: the weights of iteration 600 (mAP 70.0 %) — <backup>/<cfg name>_best.weights /"
+        " <backup>/<cfg name>_600.weights if darknet saved them"
+    )
+
+
+def test_without_an_evaluation_the_keep_line_names_the_newest_save(tmp_path: Path) -> None:
+    from supervisor.cli import main
+
+    saves = {500: ["last"], 1000: ["1000", "last", "final"]}
+    log = alexeyab_log(tmp_path / "a.log", 1000, {}, saves)
+    a = analyze_log(log, Policy(rules=()))
+    assert a.kept is None and a.to_json()["kept"] is None
+    assert format_analysis(a).splitlines()[-1] == (
+        "keep: nothing was evaluated (no mAP line in the log); the newest save is"
+        " backup/yolo_final.weights (iteration 1000)"
+    )
+    stopped = analyze_log(log, stop_at(700))
+    assert format_analysis(stopped).splitlines()[-1] == (
+        "keep: nothing was evaluated (no mAP line in the log); the newest save by the stop is"
+        " backup/yolo_last.weights (iteration 500)"
+    )
+    none = analyze_log(alexeyab_log(tmp_path / "b.log", 300, {}), Policy(rules=()))
+    assert format_analysis(none).splitlines()[-1] == (
+        "keep: nothing was evaluated (no mAP line in the log), and this log shows no save of"
+        " weights"
+    )
+    result = CliRunner().invoke(main, ["analyze", str(log)])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip("\n").splitlines()[-1].startswith("keep: nothing was evaluated")
+
+
+def test_avg_loss_is_darknets_and_loss_mean_100_the_policys(tmp_path: Path) -> None:
+    a = analyze_log(alexeyab_log(tmp_path / "a.log", 1000, MAPS), Policy(rules=()))
+    ev = {e["iteration"]: e for e in a.to_json()["evaluations"]}[600]
+    assert ev["avg_loss"] == 4.4  # printed `4.400000 avg loss` at iteration 600
+    # The mean of 4.499 … 4.400 (iterations 501–600), what the policy compares.
+    assert ev["loss_mean_100"] == pytest.approx(4.4495)
+    # The human table shows darknet's value too, rounded.
+    assert f"{600:>10}  {4.4:>10.4f}  {'70.0 %':>8}" in format_analysis(a).splitlines()

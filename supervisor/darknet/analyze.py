@@ -13,6 +13,12 @@ can decide on the first line. A quick scan reads the rates first (`_scan_rates`,
 each chunk); the replay then collects the same rates from the parser's own events, and should
 the two schedules differ (a line the scan read differently from the parser), the replay is run
 again with the parser's, so the answer is always the parser's.
+
+`kept` is what the retention would keep: with a stop, the best evaluation up to it; without
+one, the best evaluation of the whole log (the run's end keeps the best evaluated weights).
+An evaluation's `avg_loss` is darknet's printed avg loss at its iteration and `loss_mean_100`
+the mean of it over the 100 iterations up to there (what the policy compares), as in
+report.json.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any, TextIO
 
 from supervisor.darknet.logparse import LogFile, LogParser
 from supervisor.training.diagnose import gpu_advice
-from supervisor.training.events import Flavour, Iteration, MapResult
+from supervisor.training.events import Flavour, Iteration, MapResult, WeightsSaved
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
 from supervisor.training.schedule import Schedule, infer_schedule
@@ -89,7 +95,11 @@ def terminal_progress(path: Path, stream: TextIO | None = None) -> Progress | No
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """What a replay found: the final history, the first stop, and what would have been kept."""
+    """What a replay found: the final history, the first stop, and what would have been kept.
+
+    `kept`: the best valid evaluation up to the stop, or of the whole log without a stop (None
+    only when no valid evaluation was there to keep).
+    """
 
     log: str
     flavour: Flavour | None
@@ -133,7 +143,8 @@ class Analysis:
                     "iteration": e.iteration,
                     "map": _num(e.map),
                     "valid": e.valid,
-                    "avg_loss": _num(e.avg_loss),
+                    "avg_loss": _printed_loss(h, e.iteration),
+                    "loss_mean_100": _num(e.avg_loss),
                     "iou_threshold": e.result.iou_threshold,
                     "precision": e.result.precision,
                     "recall": e.result.recall,
@@ -196,6 +207,12 @@ def _num(x: float | int | None) -> float | int | None:
     if x is None or isinstance(x, int):
         return x
     return x if math.isfinite(x) else None
+
+
+def _printed_loss(h: History, iteration: int) -> float | int | None:
+    """darknet's avg loss as printed at `iteration` (None without a finite one)."""
+    k = h.loss.find(iteration)
+    return None if k is None else _num(h.loss.point(k)[1])
 
 
 def _point(e: Evaluation | None) -> dict[str, Any] | None:
@@ -355,6 +372,8 @@ def _replay(
             progress("replay", log.bytes_read, log.size)
     if runs is not None and run_len >= 2:
         runs.add(run_it, run_rate)
+    if stop is None:
+        kept = h.best  # the end of the run keeps the best evaluated weights
     return _Replay(h, stop, kept, log, parser, runs)
 
 
@@ -460,9 +479,64 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         out.append(f"stop: at iteration {a.stop.iteration} by rule `{a.stop.rule}`")
         out.append(f"  why: {a.stop.reason}")
         out.append(f"  advice: {a.stop.advice}")
-        if a.kept:
-            out.append(f"  kept: weights of iteration {a.kept.iteration} (mAP {pct(a.kept.map)})")
         saved = a.iterations_saved
         if saved:
             out.append(f"  saved: {saved} iterations of the {h.iteration} this log ran to")
+    out.append(keep_line(a))
     return "\n".join(out)
+
+
+# How darknet names its saves: `<backup>/<base>_best.weights`, `_last`, `_final`, `_ema`,
+# `_<iteration>`, and pjreddie's `<base>.backup`.
+_SAVE_NAME_RE = re.compile(r"^(.*?)(?:_(?:best|last|final|ema|\d+)\.weights|\.backup)$")
+
+
+def _saves_until(a: Analysis) -> list[WeightsSaved]:
+    """The saves a supervised run would have made: all of them, or those up to the stop."""
+    saves = a.history.saves
+    if a.stop is None:
+        return list(saves)
+    out: list[WeightsSaved] = []
+    for s in saves:
+        if s.iteration is not None and s.iteration > a.stop.iteration:
+            break
+        out.append(s)
+    return out
+
+
+def keep_line(a: Analysis) -> str:
+    """The report's last line: the weights to keep, said plainly."""
+    saves = _saves_until(a)
+    k = a.kept
+    if k is None:
+        h = a.history
+        why = (
+            "no evaluation gave a valid mAP"
+            if h.evaluations
+            else "nothing was evaluated (no mAP line in the log)"
+        )
+        if not saves:
+            return f"keep: {why}, and this log shows no save of weights"
+        last = saves[-1]
+        at = "" if last.iteration is None else f" (iteration {last.iteration})"
+        by = " by the stop" if a.stop is not None else ""
+        return f"keep: {why}; the newest save{by} is {last.path}{at}"
+    it = k.iteration
+    head = f"keep: the weights of iteration {it} (mAP {pct(k.map)})"
+    # The files that hold them: those whose newest save (up to the stop) is of that iteration.
+    newest: dict[str, WeightsSaved] = {}
+    for s in saves:
+        newest[s.path] = s
+    holding = [path for path, s in newest.items() if s.iteration == it]
+    if holding:
+        return f"{head} — darknet saved them as {' and '.join(holding)}"
+    base = next(
+        (m.group(1) for s in reversed(saves) if (m := _SAVE_NAME_RE.match(s.path))),
+        "<backup>/<cfg name>",
+    )
+    best, numbered = f"{base}_best.weights", f"{base}_{it}.weights"
+    other = newest.get(best)
+    if other is not None and other.iteration is not None:
+        # darknet's own best is another iteration (a tie it saved later, or a save lost).
+        return f"{head} — {numbered} if darknet saved it ({best} holds iteration {other.iteration})"
+    return f"{head} — {best} / {numbered} if darknet saved them"
