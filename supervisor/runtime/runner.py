@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,25 +45,20 @@ from supervisor.darknet.weights import (
 )
 from supervisor.report.report import build_report, write_report
 from supervisor.runtime import launch
+from supervisor.runtime.adopt import AdoptError, last_launch, restore
 from supervisor.runtime.binary import BinaryError, verify_binary
 from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
 from supervisor.runtime.preflight import evaluation_source
-from supervisor.runtime.records import (
-    EventsFile,
-    from_record,
-    is_parsed,
-    read_records,
-    rewrite_records,
-    to_record,
-)
+from supervisor.runtime.progress import Progress, format_progress
+from supervisor.runtime.records import EventsFile, to_record
 from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
 from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
 from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
 from supervisor.training.events import Event, Flavour, Iteration, MapResult, Tick, WeightsSaved
 from supervisor.training.history import Evaluation, History
-from supervisor.training.policy import Evaluate, Policy, Stop, pct
+from supervisor.training.policy import Evaluate, Policy, Stop
 from supervisor.training.retention import Snapshot, plan_retention
 from supervisor.training.schedule import Schedule
 
@@ -83,22 +77,6 @@ __all__ = [
 
 class JobSetupError(Exception):
     """The job cannot start (bad files, binary, arguments); the message says what to fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """One update for a progress line."""
-
-    iteration: int
-    max_iterations: int | None
-    avg_loss: float | None
-    last_map: float | None
-    best_map: float | None
-    best_iteration: int | None
-    iterations_per_s: float | None
-    budget_left_s: float | None  # until max_iterations or max_time, whichever comes first
-    next_evaluation: int | None  # the iteration of the next scheduled evaluation
-    stopping: str | None
 
 
 @dataclass(slots=True)
@@ -531,59 +509,32 @@ class JobRunner:
     # --- attach -------------------------------------------------------------------------------
 
     def _restore(self) -> launch.LaunchHandle | None:
-        """Rebuild the history from events.jsonl up to its last checkpoint, put the parser and
-        the tail where that checkpoint was, and find darknet. None: it no longer runs."""
-        path = self.job_dir / "events.jsonl"
-        records = list(read_records(path))
-        cut = max((i for i, r in enumerate(records) if r.get("type") == "Checkpoint"), default=-1)
-        keep = [r for i, r in enumerate(records) if i <= cut or not is_parsed(r)]
-        if len(keep) != len(records):
-            # What the parser made after the checkpoint is read again from the log: drop it,
-            # so events.jsonl (and the history) hold every iteration once.
-            rewrite_records(path, keep)
-        offset = 0
-        for rec in keep:
-            kind = rec.get("type")
-            if kind == "Checkpoint":
-                offset = int(rec["offset"])
-            elif kind == "Decision" and self.stop_decision is None:
-                self.stop_decision = Stop(
-                    rec["rule"], rec["reason"], rec["iteration"], rec["numbers"], rec["advice"]
-                )
-                self._stop_requested_at = time.monotonic()
-            elif kind == "Launched":
-                self._launches.append({k: rec.get(k) for k in ("number", "pid", "reason")})
-            elif kind == "EvaluationFailed":
-                self._unscored[int(rec["iteration"])] = str(rec.get("error"))
-            event = from_record(rec)
-            if event is not None:
-                self.history = self.history.add(event)
-                if isinstance(event, MapResult) and event.iteration is not None:
-                    self._unscored.pop(event.iteration, None)
+        """Take the state the events file left (`adopt.restore`), put the parser and the tail
+        at its checkpoint, and find darknet. None: it no longer runs."""
+        r = restore(self.job_dir / "events.jsonl")
+        self.history, self._launches, self._unscored = r.history, r.launches, r.unscored
+        if r.stop is not None:
+            self.stop_decision, self._stop_requested_at = r.stop, time.monotonic()
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
         # rebuilt by reading the log up to the checkpoint again, its events discarded.
-        for text in read_lines_until(self.tail.path, offset):
+        for text in read_lines_until(self.tail.path, r.offset):
             self.parser.feed_line(text)
-        self.tail.offset = offset
+        self.tail.offset = r.offset
         handle = self._handle_of_last_launch()
         self.argv = list(handle.argv)
-        # Published once the events file is open again (it was rewritten above).
+        # Published once the events file is open again (restore may have rewritten it).
         if handle.alive:
-            self._held.append(("Attached", {"pid": handle.pid, "offset": offset}))
+            self._held.append(("Attached", {"pid": handle.pid, "offset": r.offset}))
             return handle
         self._unwatched_end = True
-        self._held.append(("Attached", {"pid": None, "offset": offset, "gone": True}))
+        self._held.append(("Attached", {"pid": None, "offset": r.offset, "gone": True}))
         return None
 
     def _handle_of_last_launch(self) -> launch.LaunchHandle:
         try:
-            return launch.LaunchHandle.from_json(
-                json.loads((self.job_dir / "launch.json").read_text())
-            )
-        except (OSError, ValueError, KeyError) as e:
-            raise JobSetupError(
-                f"{self.job_dir / 'launch.json'}: cannot read the launch record ({e})"
-            ) from None
+            return last_launch(self.job_dir)
+        except AdoptError as e:
+            raise JobSetupError(str(e)) from None
 
     # --- events and decisions -----------------------------------------------------------------
 
@@ -973,30 +924,3 @@ def _gone(handle: launch.LaunchHandle, proc: Any) -> bool:
     if proc is not None:
         return bool(proc.poll() is not None)
     return not handle.alive
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def format_progress(p: Progress) -> str:
-    it = f"{p.iteration}" + (f"/{p.max_iterations}" if p.max_iterations else "")
-    parts = [f"it {it}"]
-    if p.avg_loss is not None:
-        parts.append(f"avg loss {p.avg_loss:.3f}")
-    if p.last_map is not None:
-        parts.append(f"mAP {pct(p.last_map)}")
-    if p.best_map is not None:
-        parts.append(f"best {pct(p.best_map)}@{p.best_iteration}")
-    if p.iterations_per_s:
-        parts.append(f"{p.iterations_per_s:.2f} it/s")
-        if p.next_evaluation is not None:
-            wait = (p.next_evaluation - p.iteration) / p.iterations_per_s
-            parts.append(f"next eval at {p.next_evaluation} in {_duration(wait)}")
-    if p.budget_left_s is not None:
-        # Not an ETA of the run: the policy usually stops it before its budget is spent.
-        parts.append(f"budget ends in {_duration(p.budget_left_s)}")
-    if p.stopping:
-        parts.append(f"stopping ({p.stopping}) after the next save")
-    return " · ".join(parts)
