@@ -479,6 +479,8 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         out.append(f"stop: at iteration {a.stop.iteration} by rule `{a.stop.rule}`")
         out.append(f"  why: {a.stop.reason}")
         out.append(f"  advice: {a.stop.advice}")
+        if a.kept:
+            out.append(f"  kept: weights of iteration {a.kept.iteration} (mAP {pct(a.kept.map)})")
         saved = a.iterations_saved
         if saved:
             out.append(f"  saved: {saved} iterations of the {h.iteration} this log ran to")
