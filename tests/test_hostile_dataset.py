@@ -158,3 +158,20 @@ def test_devices_given_as_names_data_or_cfg_are_not_read(tmp_path: Path) -> None
     assert cfg.file == "/dev/zero" and "not a regular file" in cfg.message
     report = check_dataset(Path("/dev/zero"), None, managed_backup=True, cache_dir=tmp_path / "c")
     assert [f.code for f in report.findings] == ["data_syntax"]
+
+
+def test_the_dataset_check_gives_that_advice_for_a_bmp_and_a_directory(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "images" / "b.bmp")
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # not where pjreddie looks
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "images" / "c.jpg")
+    (tmp_path / "labels" / "c.txt").mkdir()
+    (tmp_path / "train.txt").write_text(
+        "".join(f"{tmp_path / 'images' / n}\n" for n in ("a.jpg", "b.bmp", "c.jpg"))
+    )
+    report = check_dataset(data, None)
+    found = {f.file: f for f in report.findings if f.code == "label_missing"}
+    bmp = found[str(tmp_path / "labels" / "b.bmp")]
+    assert "convert the image to .jpg or .png" in bmp.fix
+    directory = found[str(tmp_path / "labels" / "c.txt")]
+    assert "is a directory" in directory.message and "rename or move" in directory.fix

@@ -212,7 +212,7 @@ def check_dataset(
     findings.extend(image_set_findings(inspected, sizes))
     if cfg is not None:
         train_images = counts["train"].images if "train" in counts else 0
-        findings.extend(check_cfg(Path(cfg), info.classes, train_images))
+        findings.extend(check_cfg(Path(cfg), info.classes, train_images, flavour=flavour))
 
     summary = Summary(
         data=str(data),

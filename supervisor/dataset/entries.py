@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from supervisor.dataset.findings import Finding, finding
 from supervisor.dataset.images import ImageFacts
+from supervisor.dataset.labels_check import missing_label_advice
 from supervisor.dataset.lists import Entry
 from supervisor.dataset.scan import ScanResult, Unreadable
 from supervisor.training.events import Flavour
@@ -139,18 +140,10 @@ def _image_findings(e: Entry, facts: ImageFacts | Unreadable | None) -> list[Fin
 
 
 def _label_missing(e: Entry, flavour: Flavour) -> Finding:
-    if flavour == "pjreddie":
-        effect = "pjreddie darknet stops the whole training with exit status 0 when it draws it"
-    else:
-        effect = f"{flavour} darknet skips the image's boxes and trains on it as a negative"
-    f = finding(
-        "label_missing",
-        e.label,
-        None,
-        f"no label file for {e.written} at this path (darknet's rule for {flavour}); {effect}",
-        "create the label file (empty for an image without objects), or delete the image "
-        "from the list",
-    )
+    # The advice depends on why darknet will not open it: absent, a directory, or a path that
+    # kept the image's extension (a .bmp under pjreddie) — "create the file" fits only the first.
+    what, fix = missing_label_advice(e.image or "", e.label or "", flavour)
+    f = finding("label_missing", e.label, None, f"{e.written}: {what}", fix)
     # The one code whose severity depends on the flavour (issue 4): pjreddie ends the whole
     # training, AlexeyAB/hank-ai only lose the image's boxes (a silent negative).
     return f if flavour == "pjreddie" else replace(f, severity="warning")
