@@ -164,8 +164,8 @@ class Plateau:
         return min(self.patience, max(self.patience_min, share))
 
     def check(self, h: History, s: Schedule) -> Stop | None:
-        ref = _plateau_reference(h.evaluations, self.min_delta)
-        if ref is None or h.best is None:
+        ref, latest = _reference_and_latest(h.evaluations, self.min_delta)
+        if ref is None or latest is None or h.best is None:
             return None
         since = ref.iteration
         passed = [st for st in s.steps if since < st <= h.iteration]
@@ -177,7 +177,6 @@ class Plateau:
         patience = int(base * self.before_last_step) if early else base
         # Evidence, not elapsed iterations: an evaluation must have looked at the end of the
         # patience window (the one due at that iteration may yet show the gain).
-        latest = max(e.iteration for e in h.evaluations if e.valid)
         if latest - since < patience:
             return None
         why = (
@@ -208,6 +207,29 @@ class Plateau:
             "plateau matters more than the last +1 %; for more, add variety (angles, "
             "backgrounds, lighting), negatives and hard cases rather than iterations.",
         )
+
+
+# The evaluations change only when one arrives, but the rule is asked after every iteration
+# line: walking them each time cost 56 µs per line at 1 000 evaluations (bench/RESULTS.md).
+# History keeps the same tuple object until the next evaluation, so the answer is remembered
+# by identity (the tuple is held, so its id cannot be reused while remembered).
+_MEMO: dict[tuple[int, float], tuple[tuple[Evaluation, ...], Evaluation | None, int | None]] = {}
+
+
+def _reference_and_latest(
+    evals: tuple[Evaluation, ...], min_delta: float
+) -> tuple[Evaluation | None, int | None]:
+    """The plateau reference and the latest valid evaluation's iteration."""
+    key = (id(evals), min_delta)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is evals:
+        return hit[1], hit[2]
+    ref = _plateau_reference(evals, min_delta)
+    latest = max((e.iteration for e in evals if e.valid), default=None)
+    if len(_MEMO) >= 64:
+        _MEMO.clear()
+    _MEMO[key] = (evals, ref, latest)
+    return ref, latest
 
 
 def _plateau_reference(evals: tuple[Evaluation, ...], min_delta: float) -> Evaluation | None:
@@ -316,9 +338,10 @@ class NotLearning:
 
     def check(self, h: History, s: Schedule) -> Stop | None:
         start = self.judged_from(s)
-        if h.iteration < start or not any(e.valid for e in h.evaluations):
+        # `best` is the best valid evaluation: None means no mAP evidence yet.
+        if h.iteration < start or h.best is None:
             return None
-        best = h.best.map if h.best else 0.0
+        best = h.best.map
         if best >= self.map_below:
             return None
         it = h.iteration
