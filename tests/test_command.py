@@ -363,3 +363,14 @@ def test_pjreddie_trains_with_prepared_files(tmp_path: Path, darknet_bin: str) -
     assert size is not None and final.stat().st_size == size
     newest = newest_weights(job.backup, "pjreddie", job.base, 8, 1, expected_size=size)
     assert newest is not None and newest.path == final and weights_complete(final, size)
+
+
+def test_valid_runs_on_the_jobs_gpu_or_its_cpu() -> None:
+    # Never GPU 0 by default beside someone else's training: `-i N` in every flavour's main.
+    for flavour in ("pjreddie", "alexeyab", "hankai"):
+        argv = valid_argv("darknet", "d.data", "c.cfg", "w.weights", flavour=flavour, gpu=2)
+        assert argv[-2:] == ["-i", "2"]
+    cpu = valid_argv("darknet", "d.data", "c.cfg", "w.weights", flavour="pjreddie", cpu=True)
+    assert cpu[-1] == "-nogpu" and "-i" not in cpu
+    plain = valid_argv("darknet", "d.data", "c.cfg", "w.weights", flavour="alexeyab")
+    assert plain[3:] == [os.path.abspath(p) for p in ("d.data", "c.cfg", "w.weights")]

@@ -394,6 +394,9 @@ def test_the_scores_reach_the_kept_weights(make_job: Callable[..., Job]) -> None
     assert [e["iteration"] for e in r["evaluations"]] == [100, 200, 300]
     assert r["best"]["iteration"] == 200 == r["kept"]["best"]["iteration"]
     assert r["kept"]["last"]["iteration"] == 300 and r["unscored"] == []
+    # The job trains on the CPU (gpus: []), and so does its evaluation.
+    valids = [c for c in job.calls.read_text().splitlines() if c.startswith("valid")]
+    assert valids and all(c.endswith("-nogpu") for c in valids)
     meta = json.loads((job.dir / "kept" / "best.json").read_text())
     assert meta["map"] == r["best"]["map"] and meta["role"] == "best"
     assert {e["type"] for e in job.events()} >= {"JobStarted", "NewBest", "Finished"}

@@ -211,8 +211,7 @@ def _num(x: float | int | None) -> float | int | None:
 
 def _printed_loss(h: History, iteration: int) -> float | int | None:
     """darknet's avg loss as printed at `iteration` (None without a finite one)."""
-    k = h.loss.find(iteration)
-    return None if k is None else _num(h.loss.point(k)[1])
+    return _num(h.avg_loss_at(iteration))
 
 
 def _point(e: Evaluation | None) -> dict[str, Any] | None:

@@ -398,13 +398,23 @@ def valid_argv(
     weights: str | Path,
     *,
     flavour: Flavour = "pjreddie",
+    gpu: int | None = None,
+    cpu: bool = False,
 ) -> list[str]:
     """argv for `darknet detector valid` (writes `<results>/comp4_det_test_<class>.txt`;
-    the results dir must exist, facts §9)."""
+    the results dir must exist, facts §9).
+
+    `gpu`: the GPU to score on — the job's first, so an evaluation never lands on GPU 0 beside
+    someone else's training (`-i N` in all three flavours' `main`); `cpu`: the job trains on the
+    CPU, so the flavour's CPU switch goes in (pjreddie's `-nogpu`)."""
     _check_flavour(flavour)
     argv = [str(binary), "detector", "valid", _abs(data), _abs(cfg), _abs(weights)]
     if flavour == "hankai":
         argv.append("-nocolour")
+    if cpu:
+        argv += CPU_FLAGS[flavour]
+    elif gpu is not None:
+        argv += ["-i", str(gpu)]
     return argv
 
 

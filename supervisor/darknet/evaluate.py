@@ -40,6 +40,7 @@ from pathlib import Path
 from PIL import Image
 
 from supervisor.darknet.cfg import Cfg, CfgError, DataFile
+from supervisor.darknet.command import valid_argv
 from supervisor.darknet.labels import Box, label_path, read_yolo_labels
 from supervisor.darknet.weights import (
     WeightsError,
@@ -521,6 +522,8 @@ async def evaluate_weights(
     conf_thresh: float = DEFAULT_CONF_THRESH,
     base_dir: str | Path | None = None,
     timeout_s: float | None = None,
+    gpu: int | None = None,
+    cpu: bool = False,
 ) -> EvalResult:
     """Score `weights` on the .data file's valid list with `darknet detector valid`.
 
@@ -551,10 +554,10 @@ async def evaluate_weights(
     data_copy = private / "eval.data"
     data_copy.write_text("".join(f"{k}={v}\n" for k, v in kept.items()), encoding="utf-8")
 
-    argv = [
-        str(binary), "detector", "valid", str(data_copy),
-        str((base / cfg).resolve()), str((base / weights).resolve()),
-    ]  # fmt: skip
+    argv = valid_argv(
+        binary, data_copy, (base / cfg).resolve(), (base / weights).resolve(),
+        flavour=flavour, gpu=gpu, cpu=cpu,
+    )  # fmt: skip
     try:
         rc, output = await _run_valid(argv, private, timeout_s)
     except TimeoutError:

@@ -73,7 +73,7 @@ def build_report(
                 "iteration": e.iteration,
                 "map": _finite(e.map),
                 "valid": e.valid,
-                "avg_loss": _avg_loss_at(h, e.iteration),
+                "avg_loss": h.avg_loss_at(e.iteration),
                 "loss_mean_100": e.avg_loss,
             }
             for e in h.evaluations
@@ -89,11 +89,6 @@ def build_report(
     }
     out: dict[str, Any] = json_safe(report)
     return out
-
-
-def _avg_loss_at(h: History, iteration: int) -> float | None:
-    v = h.loss_around(iteration, 1)
-    return v if v is not None and math.isfinite(v) else None
 
 
 def _finite(x: float) -> float | None:

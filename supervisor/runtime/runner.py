@@ -736,6 +736,7 @@ class JobRunner:
         while True:
             it, weights = await self._eval_queue.get()
             started = time.monotonic()
+            gpus = self.spec.darknet.gpus
             try:
                 res = await evaluate_weights(
                     self.binary,
@@ -746,6 +747,9 @@ class JobRunner:
                     work_dir=self.job_dir / "results",
                     flavour=self.flavour,
                     timeout_s=self._eval_timeout(),
+                    # On the job's own GPU (or its CPU), never GPU 0 by default.
+                    gpu=gpus[0] if gpus else None,
+                    cpu=not gpus,
                 )
                 self._eval_seconds.append(time.monotonic() - started)
                 m = res.to_map_result(iteration=it, weights=str(weights), time=time.time())
@@ -779,7 +783,7 @@ class JobRunner:
     def _write_snapshot_meta(
         self, it: int, ev: Evaluation | None, m: MapResult | None = None
     ) -> None:
-        avg = self.history.loss_around(it, 1)
+        avg = self.history.avg_loss_at(it)
         meta: dict[str, Any] = {
             "iteration": it,
             "cfg_hash": self.cfg_hash,

@@ -283,6 +283,14 @@ class History:
         """Mean avg loss over the `window` iterations up to `iteration`."""
         return self.loss.mean(iteration - window + 1, iteration)
 
+    def avg_loss_at(self, iteration: int) -> float | None:
+        """darknet's avg loss as printed at `iteration` (None without a finite one there)."""
+        k = self.loss.find(iteration)
+        if k is None:
+            return None
+        v = self.loss.point(k)[1]
+        return v if math.isfinite(v) else None
+
     def evaluated(self, iteration: int) -> bool:
         return any(e.iteration == iteration for e in self.evaluations)
 

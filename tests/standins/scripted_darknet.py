@@ -113,7 +113,7 @@ def valid(args: list[str], s: dict[str, Any]) -> int:
         seen = struct.unpack("<iiiQ", f.read(20))[3]
     cfg = Cfg.load(args[1])
     it = seen // images_per_iteration(cfg.batch, cfg.subdivisions)
-    note(s, f"valid {it}")
+    note(s, f"valid {it} {' '.join(args[3:])}".rstrip())
     if s.get("valid_hang"):
         while True:
             time.sleep(60)
