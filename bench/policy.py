@@ -22,6 +22,7 @@ import dataclasses
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,12 +61,22 @@ def whole(argv: list[str]) -> int:
     ap.add_argument("--chart", type=Path, default=None, help="write the Pareto chart here")
     ap.add_argument("--per-curve", action="store_true", help="trainsup's stop on each curve")
     ap.add_argument("--markdown", action="store_true", help="the table as Markdown")
+    ap.add_argument(
+        "--lofo",
+        metavar="RULE.PARAM=V1,V2,…",
+        help="tune one setting leave-one-family-out: for each family, choose the value that "
+        "saves most on the other families with mean regret ≤ 0.5 and none over 2 points, and "
+        "score it on the held-out family",
+    )
     ns = ap.parse_args(argv)
     policy = tuned(policy_for(None), ns.settings)
     curves = load_all(ns.corpus, ns.logs if ns.logs.exists() else None)
     fams = sorted({c.family for c in curves})
     print(f"{len(curves)} whole curves: " + ", ".join(
         f"{f} {sum(c.family == f for c in curves)}" for f in fams))  # fmt: skip
+    if ns.lofo:
+        lofo(policy, curves, ns.lofo)
+        return 0
     if ns.per_curve:
         run = baselines(policy)["trainsup defaults"]
         orc = baselines(policy)["oracle"]
@@ -103,6 +114,36 @@ def whole(argv: list[str]) -> int:
     if ns.chart is not None:
         chart(points, ns.chart, len(curves))
     return 0
+
+
+def lofo(policy: Policy, curves: list[Any], setting: str) -> None:
+    from bench.curves.baselines import oracle, score, summary, trainsup
+
+    key, _, values = setting.partition("=")
+    candidates = values.split(",")
+    fams = sorted({c.family for c in curves})
+    print(f"leave-one-family-out over {key} in {candidates} (families: {', '.join(fams)})")
+    for held in fams:
+        train = [c for c in curves if c.family != held]
+        test = [c for c in curves if c.family == held]
+        best: tuple[float, str] | None = None
+        for v in candidates:
+            a = summary([score(trainsup(tuned(policy, [f"{key}={v}"])), c) for c in train])
+            ok = a["mean"] <= 0.5 and a["max"] <= 2.0
+            flag = "" if ok else " (over the bound)"
+            print(f"  without {held}: {key}={v}: saved {a['saved'] * 100:.0f} %, mean regret "
+                  f"{a['mean']:.2f}, max {a['max']:.1f}{flag}")  # fmt: skip
+            if ok and (best is None or a["saved"] > best[0]):
+                best = (a["saved"], v)
+        if best is None:
+            print(f"  {held}: no value within the bound on the other families")
+            continue
+        chosen = tuned(policy, [f"{key}={best[1]}"])
+        t = summary([score(trainsup(chosen), c) for c in test])
+        o = summary([score(oracle, c) for c in test])
+        print(f"=> {held} held out: chosen {key}={best[1]}; on {held}: saved "
+              f"{t['saved'] * 100:.0f} % (oracle {o['saved'] * 100:.0f} %), mean regret "
+              f"{t['mean']:.2f}, max {t['max']:.1f}")  # fmt: skip
 
 
 def chart(points: list[tuple[str, float, float]], path: Path, n: int) -> None:
