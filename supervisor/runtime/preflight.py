@@ -8,12 +8,15 @@ the flavour found: a job that passes it runs as checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from supervisor.darknet.cfg import shown
 from supervisor.darknet.command import ArgvError, extra_args_problems, train_argv
 from supervisor.dataset.check import CheckReport, check_dataset
+from supervisor.dataset.findings import CODES, Finding
 from supervisor.runtime.binary import BinaryError, Probe, verify_binary
 from supervisor.spec import JobSpec, SpecError
 from supervisor.training.events import Flavour
@@ -123,8 +126,9 @@ def check_job(
     spec: JobSpec, progress: Callable[[int, int], None] | None = None, *, decode: bool = True
 ) -> CheckReport:
     """The dataset checks of a job. Its backup= is the job dir's own, so not checked here.
-    `decode=False` reads image headers only (no near-duplicate search)."""
-    return check_dataset(
+    `decode=False` reads image headers only (no near-duplicate search). Warnings the job's
+    `checks.accept` names become notes carrying the job's reason."""
+    report = check_dataset(
         spec.darknet.data,
         spec.darknet.cfg,
         flavour=job_flavour(spec),
@@ -132,6 +136,39 @@ def check_job(
         managed_backup=True,
         decode=decode,
     )
+    return accept_findings(report, spec.checks.accept)
+
+
+def accept_findings(report: CheckReport, accept: Mapping[str, str]) -> CheckReport:
+    """Apply a job's `checks.accept`: an accepted warning or note is shown as a note with the
+    job's reason; an error cannot be accepted (it breaks the training whatever the reason),
+    and a code no check has is a mistake — both are errors of the job file."""
+    if not accept:
+        return report
+    extra: list[Finding] = []
+    for code in accept:
+        info = CODES.get(code)
+        if info is None:
+            near = difflib.get_close_matches(code, CODES, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            extra.append(
+                Finding("error", "job_spec", None, None,
+                        f"checks.accept: {shown(code)} is not a check code{hint}",
+                        "use a code from docs/dataset-check.md")
+            )  # fmt: skip
+        elif info.severity == "error":
+            extra.append(
+                Finding("error", "job_spec", None, None,
+                        f"checks.accept: {code} is an error: darknet breaks or learns wrong "
+                        "data with it whatever the reason", "fix what the finding says")
+            )  # fmt: skip
+    findings = tuple(
+        replace(f, severity="note", message=f"{f.message} — accepted by the job: {accept[f.code]}")
+        if f.code in accept and f.severity != "error"
+        else f
+        for f in report.findings
+    )
+    return replace(report, findings=(*extra, *findings))
 
 
 def spec_findings(err: SpecError) -> list[dict[str, Any]]:

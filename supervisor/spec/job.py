@@ -419,6 +419,16 @@ class RetainSpec(Section):
     )
 
 
+class ChecksSpec(Section):
+    """Dataset-check warnings this job accepts on purpose, each with the reason."""
+
+    accept: dict[str, Annotated[str, Field(min_length=3, max_length=300)]] = Field(
+        default_factory=dict,
+        description="check code → why it does not apply to this job (e.g. a short demo cfg); "
+        "the finding is then shown as a note with that reason. Errors cannot be accepted",
+    )
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -432,6 +442,7 @@ class JobSpec(Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
     retain: RetainSpec = Field(default_factory=RetainSpec)
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
     notify: NotifyTargets = Field(
         default=(), description="chat/webhook targets told about this job (docs/notifications.md)"
     )
