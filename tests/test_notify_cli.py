@@ -157,9 +157,11 @@ def test_notify_test_prints_each_targets_outcome(tmp_path: Path) -> None:
     assert lines[2].startswith("FAIL discord") and "connection failed" in lines[2]
     for secret in ("SecretA", "SecretB", "SecretC", "hmacsecret"):
         assert secret not in out + p.stderr
-    body = got[0].json
+    # The targets are tried side by side: find each request by its path, not its order.
+    by_path = {r.path: r for r in got}
+    body = by_path["/ok/SecretB"].json
     assert body["event"] == "test" and body["job"] == {"name": "helmet-v4"}
-    assert json.loads(got[1].body)["text"].startswith("✔ helmet-v4: test message")
+    assert json.loads(by_path["/gone/SecretA"].body)["text"].startswith("✔ helmet-v4: test message")
 
 
 def test_notify_test_without_targets(tmp_path: Path) -> None:
