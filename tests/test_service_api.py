@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -151,6 +152,7 @@ def test_spool_accepts_a_good_file_and_rejects_a_bad_one_with_the_reason(
     wait_for(shell_error.exists, 20, "shell.yaml rejected")
     assert "is a path" in shell_error.read_text()
     assert not list(inbox.iterdir())
+    assert stat.S_IMODE(inbox.stat().st_mode) == 0o3770, "the group may drop files in"
     jobs = json.loads(d.cli("ls", "--json").stdout)
     assert [j["name"] for j in jobs] == ["spooled"]
     d.wait_state(jobs[0]["id"], {"finished"}, timeout=30)
@@ -172,3 +174,13 @@ def test_sigterm_with_on_shutdown_stop_stops_the_trainings_then_exits_0(
     assert j["state"] == "finished" and j["stop"]["rule"] == "user"
     assert "shutting down" in j["stop"]["reason"]
     assert {k["name"] for k in j["kept"]} >= {"last"}
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(make_daemon: MakeDaemon) -> None:
+    d = make_daemon().start()
+    p = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "serve", "--config", str(d.config_path)],
+        capture_output=True, text=True, env=d.env, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1 and "another trainsup serve" in p.stderr, p.stderr
+    assert d.healthy(), "the first one is untouched"

@@ -284,3 +284,25 @@ async def test_a_job_whose_runner_had_finished_is_recorded_not_rerun(tmp_path: P
     assert row is not None and row["state"] == "finished" and row["stop_rule"] == "plateau"
     assert not d.running, "no runner started"
     assert [r["type"] for _, r in d.store.events(j)] == ["JobStarted", "Finished"]
+    d.store.close()
+
+
+async def test_a_detached_job_is_readopted_not_recorded_as_ended(tmp_path: Path) -> None:
+    # `on_shutdown: leave`: the runner's last record is Finished with status detached.
+    from supervisor.service.daemon import Daemon
+
+    d = Daemon(parse_config(f"state_dir: {tmp_path}\n"))
+    d.store = Store(tmp_path / "t.db")
+    j = _job(d.store)
+    job_dir = tmp_path / "jobs" / str(j)
+    job_dir.mkdir(parents=True)
+    (job_dir / "launch.json").write_text("{}")
+    detached = {"type": "Finished", "time": 2.0, "status": "detached", "cause": "left"}
+    (job_dir / "events.jsonl").write_text(json.dumps(detached) + "\n")
+    d.store.transition(j, "starting", job_dir=str(job_dir))
+    d.store.transition(j, "running")
+    await d.readopt()
+    row = d.store.get(j)
+    # Re-adoption was tried (this job dir has no job.yaml, so it fails saying so).
+    assert row is not None and row["state"] == "failed" and "job.yaml" in row["error"]
+    d.store.close()

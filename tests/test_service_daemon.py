@@ -165,7 +165,7 @@ def test_darknet_killed_while_the_daemon_is_down_is_resumed_from_its_newest_save
     wait_for(lambda: not alive(pid), what="darknet gone")
     d.start()
     j = d.wait_state(job_id, {"finished", "failed"}, timeout=60)
-    assert j["state"] == "finished", j
+    assert j["state"] == "finished", (json.dumps(j), d.log_text()[-3000:])
     assert j["relaunches"] == 1 and j["iteration"] == 600
     starts = _train_starts(short_tmp)
     assert starts[0] == 0 and starts[1] >= 300, starts  # resumed at its newest save, no -clear

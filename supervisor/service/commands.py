@@ -125,6 +125,7 @@ def serve(config_path: Path | None) -> None:
     import asyncio
 
     from supervisor.service.api import ApiStartError
+    from supervisor.service.daemon import AlreadyRunning
     from supervisor.service.daemon import serve as run_daemon
     from supervisor.service.store import StoreError
 
@@ -132,7 +133,7 @@ def serve(config_path: Path | None) -> None:
     _setup_logging()
     try:
         code = asyncio.run(run_daemon(config))
-    except (ApiStartError, StoreError, OSError) as e:
+    except (ApiStartError, AlreadyRunning, StoreError, OSError) as e:
         click.echo(f"trainsup serve: {e}", err=True)
         sys.exit(1)
     sys.exit(code)

@@ -50,6 +50,31 @@ END_STATE = {
 }
 
 
+class AlreadyRunning(Exception):
+    pass
+
+
+def _lock_state_dir(state_dir: Path) -> Any:
+    """One daemon per state dir: two would start each queued job twice."""
+    import fcntl
+
+    f = (state_dir / "trainsup.lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        raise AlreadyRunning(
+            f"another trainsup serve (pid {other}) uses the state dir {state_dir}"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class NotFound(Exception):
     pass
 
@@ -122,6 +147,7 @@ class Daemon:
         with contextlib.suppress(PermissionError):
             # Job dirs hold datasets' paths and weights: not for every user of the machine.
             os.chmod(self.state_dir, 0o750)
+        self._lock = _lock_state_dir(self.state_dir)
         self.store = Store(self.state_dir / "trainsup.db")
         self.gpus = self._gpus()
         loop = asyncio.get_running_loop()
@@ -225,7 +251,11 @@ class Daemon:
                     self._unlaunched(row, job_dir)
                     continue
                 kept = resume_records(job_dir / "events.jsonl")
-                if kept and kept[-1].get("type") == "Finished":
+                if (
+                    kept
+                    and kept[-1].get("type") == "Finished"
+                    and kept[-1].get("status") != "detached"  # left running on purpose
+                ):
                     # The runner had finished (report written) when the daemon went down.
                     self.store.resync_events(job_id, kept)
                     self.store.apply(job_id, kept[-1])

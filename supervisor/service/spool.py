@@ -8,6 +8,8 @@ changed in the last second is left for the next pass in case it is still being w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +35,10 @@ class Spool:
         self.rejected = state_dir / "rejected"
         for d in (self.inbox, self.accepted, self.rejected):
             d.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):
+            # The service's group may drop files in (setgid: they stay in the group; sticky:
+            # no one removes another's file before the daemon takes it).
+            os.chmod(self.inbox, 0o3770)
         self.submit = submit
 
     async def scan(self) -> None:
