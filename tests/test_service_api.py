@@ -184,3 +184,21 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(make_daemon: MakeDaemo
     )  # fmt: skip
     assert p.returncode == 1 and "another trainsup serve" in p.stderr, p.stderr
     assert d.healthy(), "the first one is untouched"
+
+
+def test_a_silent_darknet_is_reported_in_the_log_and_the_metrics(
+    make_daemon: MakeDaemon, short_tmp: Path, tiny_data: Path, stock_cfg: Path
+) -> None:
+    set_script(short_tmp, iteration_s=0.002, hang_at=20)
+    d = make_daemon(stall_after=1.0).start()
+    cfg = write_cfg(short_tmp / "c.cfg", stock_cfg, max_batches=1000)
+    job_id = d.submit(job_yaml(short_tmp, tiny_data, cfg))
+    wait_for(lambda: "no output from darknet" in d.log_text(), 30, "the stall warning")
+    line = next(json.loads(x) for x in d.log_text().splitlines()
+                if "no output from darknet" in x)  # fmt: skip
+    assert line["job_id"] == job_id and line["level"] == "warning" and line["seconds"] >= 1
+    metrics = d.http.get("/metrics").text
+    age = [ln for ln in metrics.splitlines() if ln.startswith("trainsup_job_output_age_seconds{")]
+    assert age and float(age[0].rsplit(" ", 1)[1]) >= 1.0
+    d.cli("stop", str(job_id), "--now")
+    d.wait_state(job_id, {"finished", "failed"})

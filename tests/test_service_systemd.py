@@ -126,6 +126,9 @@ def test_the_daemon_speaks_the_notify_protocol_after_readoption(
         # READY's status already counts the re-adopted training.
         assert got[ready_at + 1] == "STATUS=1 running, 0 queued", got
         assert got.count("WATCHDOG=1") >= 3, got
+        # STATUS= also on its own, every few seconds, from the event loop.
+        later = _messages(sock, lambda m: any(x.startswith("STATUS=") for x in m), 15)
+        assert "STATUS=1 running, 0 queued" in later, later
         assert d.job(job_id)["state"] == "running"
         assert d.proc is not None
         d.proc.terminate()

@@ -188,6 +188,11 @@ class DaemonConfig(_Section):
     queue_every: float = Field(
         default=2.0, gt=0, le=300, description="seconds between queue and spool passes"
     )
+    stall_after: float = Field(
+        default=1800.0,
+        gt=0,
+        description="seconds without a line from darknet before the log warns of a hang",
+    )
     api: ApiSpec = Field(default_factory=ApiSpec)
     runner: RunnerKnobs = Field(default_factory=RunnerKnobs)
     defaults: dict[str, Any] = Field(

@@ -22,7 +22,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,14 @@ END_STATE = {
     "killed": "failed",
     "cancelled": "cancelled",
 }
+
+
+def _in_loop(fn: Callable[[], None]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def job() -> None:
+        fn()
+
+    job.__name__ = getattr(fn, "__name__", "job")
+    return job
 
 
 class AlreadyRunning(Exception):
@@ -163,12 +171,18 @@ class Daemon:
                                id="queue", **opts)  # fmt: skip
         self.scheduler.add_job(self.spool.scan, "interval", seconds=self.config.queue_every,
                                id="spool", **opts)  # fmt: skip
-        self.scheduler.add_job(self.store.checkpoint, "interval", seconds=60, id="checkpoint",
-                               **opts)  # fmt: skip
-        self.scheduler.add_job(self._status, "interval", seconds=5, id="status", **opts)
+        # Every job is a coroutine: APScheduler runs plain functions in a worker thread, where
+        # the store (one SQLite connection) must not be used and a watchdog ping would prove
+        # nothing about the loop.
+        self.scheduler.add_job(_in_loop(self.store.checkpoint), "interval", seconds=60,
+                               id="checkpoint", **opts)  # fmt: skip
+        self.scheduler.add_job(_in_loop(self._status), "interval", seconds=5, id="status", **opts)
+        stall_every = min(30.0, max(0.5, self.config.stall_after / 4))
+        self.scheduler.add_job(_in_loop(self.stall_check), "interval", seconds=stall_every,
+                               id="stall", **opts)  # fmt: skip
         if self.notify.watchdog_s:
             # From the loop itself: a blocked loop sends nothing, and systemd restarts us.
-            self.scheduler.add_job(self.notify.watchdog, "interval",
+            self.scheduler.add_job(_in_loop(self.notify.watchdog), "interval",
                                    seconds=max(self.notify.watchdog_s / 3, 0.05),
                                    id="watchdog", **opts)  # fmt: skip
         self.scheduler.start()
@@ -516,6 +530,29 @@ class Daemon:
             "kept": self.store.kept(job_id),
             "job_dir": row["job_dir"],
         }
+
+    def output_age(self, row: dict[str, Any]) -> float | None:
+        """Seconds since the job's darknet.log last grew; None before it exists."""
+        if not row["job_dir"]:
+            return None
+        try:
+            return max(0.0, time.time() - (Path(row["job_dir"]) / "darknet.log").stat().st_mtime)
+        except OSError:
+            return None
+
+    def stall_check(self) -> None:
+        """Say once per job when darknet has printed nothing for `stall_after` seconds (a
+        hang the runner cannot see: darknet alive, silent). Acting on it is the runner's."""
+        for row in self.store.jobs(("running",)):
+            age = self.output_age(row)
+            r = self.running.get(row["id"])
+            if r is None or age is None:
+                continue
+            if age >= self.config.stall_after and not r.extra.get("stalled"):
+                r.extra["stalled"] = True
+                log.warning("no output from darknet", job_id=row["id"], seconds=round(age))
+            elif age < self.config.stall_after:
+                r.extra.pop("stalled", None)
 
     def log_path(self, job_id: int) -> Path | None:
         row = self._row(job_id)

@@ -47,6 +47,11 @@ class _JobsCollector(Collector):
                 "trainsup_job_iterations_per_second", "Training speed", labels=labels
             ),
         }
+        fams["log_age"] = GaugeMetricFamily(
+            "trainsup_job_output_age_seconds",
+            "Seconds since darknet last wrote to its log (a hung training grows this)",
+            labels=labels,
+        )
         relaunches = CounterMetricFamily(
             "trainsup_job_relaunches", "darknet relaunches of the job", labels=labels
         )
@@ -59,6 +64,9 @@ class _JobsCollector(Collector):
             if r is not None and r.progress is not None and r.progress.iterations_per_s:
                 fams["rate"].add_metric(key, r.progress.iterations_per_s)
             relaunches.add_metric(key, float(row["relaunches"]))
+            age = d.output_age(row)
+            if age is not None:
+                fams["log_age"].add_metric(key, age)
         yield from fams.values()
         yield relaunches
         ready = GaugeMetricFamily("trainsup_ready", "1 once re-adoption is done")
