@@ -450,3 +450,44 @@ def test_a_crash_keeps_the_newest_complete_save(make_job: Callable[..., Job]) ->
     assert result.status == "failed"
     assert "SIGABRT" in r["cause"]
     assert r["kept"]["last"]["iteration"] == 200
+
+
+# --- out of memory: a setting, not a failure ---------------------------------------------------
+
+
+def test_out_of_memory_raises_subdivisions_and_the_count_goes_on(
+    make_job: Callable[..., Job],
+) -> None:
+    # The stand-in runs out of memory at iteration 150 while a mini-batch holds more than 2
+    # images: batch 8 / subdivisions 1 → 2 → 4 gets it through, resuming from the save at 100.
+    job = make_job(
+        script={"iteration_s": 0.002, "oom_at": 150, "oom_mini_batch_over": 2}, max_batches=300
+    )
+    result = run(job.runner())
+    r = result.report
+    assert result.status == "finished", r["cause"]
+    relaunched = job.events("Relaunched")
+    assert [e["change"] for e in relaunched] == [{"subdivisions": 2}, {"subdivisions": 4}]
+    assert relaunched[0]["reason"].startswith("out of memory at iteration 150 (mini-batch 8)")
+    assert "subdivisions=2 (batch still 8" in relaunched[0]["reason"]
+    assert all(e["iteration"] == 100 for e in relaunched)  # from the newest complete save
+    starts = [c.split()[1] for c in job.calls.read_text().splitlines() if c.startswith("train")]
+    assert starts == ["0", "100", "100"]
+    cfg = Cfg.load(next(job.dir.glob("*.cfg")))
+    assert (cfg.batch, cfg.subdivisions) == (8, 4)  # the job's copy keeps the setting
+    assert r["iterations"]["last"] == 300 and len(r["launches"]) == 3
+
+
+def test_out_of_memory_with_no_step_left_fails_with_the_advice(
+    make_job: Callable[..., Job],
+) -> None:
+    # Out of memory whatever the mini-batch: subdivisions up to batch (8), then the ladder ends.
+    job = make_job(script={"iteration_s": 0.002, "oom_at": 120}, max_batches=300)
+    result = run(job.runner())
+    r = result.report
+    assert result.status == "failed"
+    assert [e["change"] for e in job.events("Relaunched")] == [
+        {"subdivisions": 2}, {"subdivisions": 4}, {"subdivisions": 8},
+    ]  # fmt: skip
+    assert "out of memory" in r["cause"] and "raise subdivisions" in r["cause"]
+    assert r["kept"]["last"]["iteration"] == 100

@@ -56,8 +56,17 @@ from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
 from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
 from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
-from supervisor.training.events import Event, Flavour, Iteration, MapResult, Tick, WeightsSaved
+from supervisor.training.events import (
+    Event,
+    Flavour,
+    Iteration,
+    Launch,
+    MapResult,
+    Tick,
+    WeightsSaved,
+)
 from supervisor.training.history import Evaluation, History
+from supervisor.training.memory import MemorySetting
 from supervisor.training.policy import Evaluate, Policy, Stop
 from supervisor.training.retention import Snapshot, plan_retention
 from supervisor.training.schedule import Schedule
@@ -102,6 +111,8 @@ class RunnerConfig:
             max(eval_timeout_floor, 5 × the longest so far).
         eval_timeout_floor: see above.
         end_eval_wait: longest wait, in seconds, for pending evaluations once darknet ended.
+        max_relaunches: relaunches a job may have (out-of-memory steps, resumes); then it
+            fails with its report.
         binary_override: run this binary whatever the spec says (tests, `trainsup demo`).
     """
 
@@ -113,6 +124,7 @@ class RunnerConfig:
     first_eval_timeout: float = 1800.0
     eval_timeout_floor: float = 120.0
     end_eval_wait: float = 3600.0
+    max_relaunches: int = 6
     binary_override: str | None = None
 
 
@@ -174,6 +186,8 @@ class JobRunner:
         self._stop_end: dict[str, Any] = {}
         self._held: list[tuple[str, dict[str, Any]]] = []
         self._prepared = False
+        self._launch_line = 0  # the parser line of the current launch's marker
+        self._failures: list[str] = []
 
     @classmethod
     def for_job_dir(
@@ -472,9 +486,13 @@ class JobRunner:
 
     def _relaunch(self, decision: Relaunch) -> tuple[launch.LaunchHandle, Any]:
         """Resume from the newest complete weights (never `-clear`: the count continues)."""
+        if decision.failure is not None:
+            self._failures.append(decision.failure)
         if decision.cfg_changes:
+            # The job's own cfg copy: the next launch (and a later --attach) reads it.
             self.cfg.apply(dict(decision.cfg_changes))
             self.cfg.save(self.files.cfg, darknet_form=True)
+            self.snapshots.subdivisions = self.cfg.subdivisions
         newest = newest_weights(
             self.files.backup,
             self.flavour,
@@ -504,6 +522,15 @@ class JobRunner:
             stop_reason=self.stop_decision.reason if self.stop_decision else None,
             max_batches=self.schedule.max_batches,
             supervisor_was_down=self._unwatched_end,
+            launch_errors=tuple(e for e in self.history.gpu_errors if e.line > self._launch_line),
+            memory=MemorySetting(
+                self.cfg.batch,
+                self.cfg.subdivisions,
+                any(d.random for d in self.cfg.detection_layers()),
+            ),
+            relaunches=max(0, len(self._launches) - 1),
+            max_relaunches=self.config.max_relaunches,
+            earlier_failures=tuple(self._failures),
         )
 
     # --- attach -------------------------------------------------------------------------------
@@ -545,6 +572,8 @@ class JobRunner:
     def _on_event(self, ev: Event) -> None:
         if getattr(ev, "time", None) is None:
             ev = dataclasses.replace(ev, time=time.time())
+        if isinstance(ev, Launch):
+            self._launch_line = ev.line
         if isinstance(ev, Iteration):
             self._complete_pending_save(proof="iteration")
             self._rate.append((time.monotonic(), ev.iteration))

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from supervisor.training.diagnose import gpu_advice
 from supervisor.training.events import FatalError, GpuError
 from supervisor.training.history import History
+from supervisor.training.memory import MemorySetting, memory_error, next_memory_step
 
 Status = Literal["finished", "stopped", "failed", "killed", "cancelled", "detached"]
 
@@ -34,6 +35,12 @@ class EndFacts:
         supervisor_was_down: the launch ended while no supervisor watched it (`--attach` or a
             restarted daemon found it gone), so no one had decided to stop it.
         detached: the supervisor let go on purpose (`--detach-on-hangup`); darknet still runs.
+        launch_errors: the GPU errors darknet printed in this launch (not earlier ones).
+        memory: the cfg's memory settings now; None where the ladder must not act.
+        relaunches: how many relaunches the job has had; max_relaunches: its limit.
+        earlier_failures: what each earlier relaunched launch ended of, as `Relaunch.failure`
+            keys, for the crash-loop guard: the same failure in the same place with the same
+            settings twice stops the job — no relaunch would end differently.
     """
 
     exit: Mapping[str, Any] | None
@@ -43,6 +50,11 @@ class EndFacts:
     max_batches: int | None = None
     supervisor_was_down: bool = False
     detached: bool = False
+    launch_errors: tuple[GpuError, ...] = ()
+    memory: MemorySetting | None = None
+    relaunches: int = 0
+    max_relaunches: int = 6
+    earlier_failures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,7 @@ class Relaunch:
     reason: str
     cfg_changes: Mapping[str, int | float | str] = field(default_factory=dict)
     numbers: Mapping[str, int | float] = field(default_factory=dict)
+    failure: str | None = None  # what ended the launch, where, with what settings (the guard)
 
 
 def errors(h: History) -> list[GpuError | FatalError]:
@@ -86,7 +99,8 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
     problems = [f"line {e.line}: {e.message}" for e in errors(h)]
     if facts.exit is not None and facts.exit.get("error"):
         return End("failed", f"darknet could not start: {facts.exit['error']}")
-    if facts.supervisor_was_down and not problems:
+    unwatched = f"ended unwatched at {h.iteration}"
+    if facts.supervisor_was_down and not problems and unwatched not in facts.earlier_failures:
         # Nobody decided this end and darknet said nothing about why: a reboot, an OOM killer,
         # a `kill` — the training itself was fine, so it goes on from its newest save.
         how = _how(facts.exit) if facts.exit else "no exit record: killed with its wrapper"
@@ -94,7 +108,13 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
             "training ended while the supervisor was down "
             f"({how}, last iteration {h.iteration}): resumed from the newest complete weights",
             numbers={"iteration": h.iteration},
+            failure=unwatched,
         )
+    oom = memory_error(facts.launch_errors)
+    if oom is not None and facts.memory is not None:
+        relaunch = _memory_relaunch(h, facts, oom)
+        if relaunch is not None:
+            return relaunch
     if facts.exit is None:
         return End("killed", "darknet and its wrapper were killed (no exit record)")
     if h.gpu_errors:
@@ -105,6 +125,29 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
         return End("failed", f"darknet exited 0 without finishing: {why}")
     detail = ": " + "; ".join(problems) if problems else ""
     return End("failed", f"darknet failed ({_how(facts.exit)}){detail}")
+
+
+def _memory_relaunch(h: History, facts: EndFacts, oom: GpuError) -> Relaunch | None:
+    """The next step of the memory ladder, unless the job is out of steps or relaunches, or
+    the same failure came at the same iteration before (a loop no setting will break)."""
+    assert facts.memory is not None
+    where = oom.iteration if oom.iteration is not None else h.iteration
+    key = f"out of memory at {where} with {facts.memory}"
+    if key in facts.earlier_failures:
+        return None
+    if facts.relaunches >= facts.max_relaunches:
+        return None
+    step = next_memory_step(facts.memory)
+    if step is None:
+        return None
+    m = facts.memory
+    return Relaunch(
+        f"out of memory at iteration {where} (mini-batch {m.batch // m.subdivisions}): "
+        f"relaunched with {step.words}",
+        cfg_changes=step.changes,
+        numbers={"iteration": where, "mini_batch": m.batch // m.subdivisions},
+        failure=key,
+    )
 
 
 def _how(entry: Mapping[str, Any] | None) -> str:

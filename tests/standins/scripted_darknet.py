@@ -9,6 +9,7 @@ the JSON file named by TRAINSUP_SCRIPT (every key optional):
     hang_at       iteration after which it prints nothing more and sleeps
     crash_at      iteration after which it ends by SIGABRT, as darknet's assert does
     oom_at        iteration after which it prints pjreddie's CUDA out-of-memory lines, exits 1
+    oom_mini_batch_over  … only while batch ÷ subdivisions is above this (default 0: always)
     valid_s       seconds `detector valid` takes (default 0)
     valid_hang    `detector valid` never ends (bool)
     quality       [[iteration, share], …]: share of the valid boxes `valid` detects at weights
@@ -91,7 +92,7 @@ def train(args: list[str], s: dict[str, Any]) -> int:
         if s.get("crash_at") == i:
             print("darknet: ./src/utils.c:256: error: Assertion `0' failed.", flush=True)
             os.kill(os.getpid(), signal.SIGABRT)
-        if s.get("oom_at") == i:
+        if s.get("oom_at") == i and cfg.mini_batch > int(s.get("oom_mini_batch_over", 0)):
             print("CUDA Error: out of memory", flush=True)
             print("darknet: ./src/cuda.c:36: check_error: Assertion `0' failed.", flush=True)
             return 1
