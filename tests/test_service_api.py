@@ -202,3 +202,17 @@ def test_a_silent_darknet_is_reported_in_the_log_and_the_metrics(
     assert age and float(age[0].rsplit(" ", 1)[1]) >= 1.0
     d.cli("stop", str(job_id), "--now")
     d.wait_state(job_id, {"finished", "failed"})
+
+
+def test_serve_refuses_a_bad_config_and_the_cli_says_when_no_daemon_runs(short_tmp: Path) -> None:
+    bad = short_tmp / "bad.yaml"
+    bad.write_text(f"state_dir: {short_tmp}/s\ncpu_slot: 2\n")
+    p = subprocess.run([sys.executable, "-m", "supervisor.cli", "serve", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 2 and f"{bad}:2:1: cpu_slot" in p.stderr and "cpu_slots" in p.stderr
+    assert not (short_tmp / "s").exists(), "nothing created"
+    sock = short_tmp / "none.sock"
+    p = subprocess.run([sys.executable, "-m", "supervisor.cli", "ls", "--socket", str(sock)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 1 and "cannot reach the trainsup daemon" in p.stderr
+    assert "Traceback" not in p.stderr
