@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -81,6 +82,8 @@ def test_a_submitted_job_runs_to_its_stop_and_every_listing_shows_it(
     )
     j = d.wait_state(job_id, {"finished", "failed"})
     assert j["state"] == "finished", j
+    assert j["user"] == pwd.getpwuid(os.getuid()).pw_name, "who submitted, from the socket"
+    assert j["device"] == "cpu"
     assert j["stop"]["rule"] == "max_iterations" and j["stop"]["reason"]
     assert j["iteration"] >= 250
     assert j["best"] is not None and j["best"]["iteration"] in (100, 200)
