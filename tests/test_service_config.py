@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.runtime.records import resume_records
 from supervisor.service.config import (
     DaemonConfig,
     find_config,
@@ -18,7 +19,6 @@ from supervisor.service.config import (
     load_config,
     parse_config,
 )
-from supervisor.service.daemon import resume_records
 from supervisor.service.store import SCHEMA_VERSION, Store, StoreError
 from supervisor.spec import SpecError
 

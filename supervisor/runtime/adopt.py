@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.runtime import launch
-from supervisor.runtime.records import from_record, is_parsed, read_records, rewrite_records
+from supervisor.runtime.records import (
+    from_record,
+    read_records,
+    resume_records,
+    rewrite_records,
+)
 from supervisor.training.events import MapResult
 from supervisor.training.history import History
 from supervisor.training.policy import Stop
@@ -45,10 +50,8 @@ class Restored:
 
 
 def restore(events_path: Path) -> Restored:
-    records = list(read_records(events_path))
-    cut = max((i for i, r in enumerate(records) if r.get("type") == "Checkpoint"), default=-1)
-    keep = [r for i, r in enumerate(records) if i <= cut or not is_parsed(r)]
-    if len(keep) != len(records):
+    keep = resume_records(events_path)
+    if len(keep) != sum(1 for _ in read_records(events_path)):
         rewrite_records(events_path, keep)
     out = Restored()
     for rec in keep:

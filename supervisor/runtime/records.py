@@ -77,6 +77,15 @@ def read_records(path: Path) -> Iterator[Record]:
                 yield rec
 
 
+def resume_records(path: Path) -> list[Record]:
+    """The records an attaching runner keeps of an events file: everything up to its last
+    `Checkpoint`, and after it only what the parser did not make (that is read again from
+    darknet.log at the checkpoint's offset)."""
+    recs = list(read_records(path))
+    cut = max((i for i, r in enumerate(recs) if r.get("type") == "Checkpoint"), default=-1)
+    return [r for i, r in enumerate(recs) if i <= cut or not is_parsed(r)]
+
+
 def rewrite_records(path: Path, records: list[Record]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 

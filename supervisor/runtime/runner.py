@@ -195,12 +195,17 @@ class JobRunner:
         job_dir: Path,
         config: RunnerConfig | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        *,
+        spec: JobSpec | None = None,
     ) -> JobRunner:
-        """A runner that attaches to an existing job dir, with the spec recorded in it."""
+        """A runner that attaches to an existing job dir, with the spec recorded in it — or
+        `spec` (the daemon's own copy, whose secrets `job.yaml` has redacted)."""
         spec_file = job_dir / "job.yaml"
-        if not spec_file.is_file():
-            raise JobSetupError(f"{job_dir} has no job.yaml: not a trainsup job dir")
-        return cls(load_spec(spec_file), job_dir, config, on_progress, attach=True)
+        if spec is None:
+            if not spec_file.is_file():
+                raise JobSetupError(f"{job_dir} has no job.yaml: not a trainsup job dir")
+            spec = load_spec(spec_file)
+        return cls(spec, job_dir, config, on_progress, attach=True)
 
     # --- public controls ---------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from supervisor.runtime.records import is_parsed, read_records
+from supervisor.runtime.records import resume_records
 from supervisor.runtime.runner import JobRunner, JobSetupError, Progress, RunnerConfig
 from supervisor.service.admission import Refused, admit
 from supervisor.service.config import DaemonConfig
@@ -104,14 +104,6 @@ def detect_gpus() -> list[int]:
     except Exception as e:
         log.info("no GPU found: CPU jobs only", reason=str(e) or type(e).__name__)
         return []
-
-
-def resume_records(path: Path) -> list[dict[str, Any]]:
-    """The records an attaching runner keeps of events.jsonl: everything up to its last
-    checkpoint, and after it only what the parser did not make (it is read again)."""
-    recs = list(read_records(path)) if path.exists() else []
-    cut = max((i for i, r in enumerate(recs) if r.get("type") == "Checkpoint"), default=-1)
-    return [r for i, r in enumerate(recs) if i <= cut or not is_parsed(r)]
 
 
 @dataclass
