@@ -17,7 +17,7 @@ import pytest
 from supervisor.notify.delivery import DeliveryConfig
 from supervisor.notify.listener import Notifications, attach_notifications
 from supervisor.notify.receiver import Receiver, Recorded
-from supervisor.notify.spec import NotifyTarget
+from supervisor.spec.notify import NotifyTarget
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.notify.spec import NotifyTarget, Secret, SecretUrl
 from supervisor.spec import SpecError, json_schema, parse_spec, redacted_yaml
+from supervisor.spec.notify import NotifyTarget, Secret, SecretUrl
 
 HEAD = "name: helmet-v4\ndarknet: {data: obj.data, cfg: yolo.cfg}\n"
 SLACK_URL = "https://hooks.slack.com/services/T0AAAA/B0BBBB/SlackSecretPart"

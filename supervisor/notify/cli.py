@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from supervisor.notify.spec import REDACTED_HINT, NotifyTarget
+from supervisor.spec.notify import REDACTED_HINT, NotifyTarget
 
 
 def _load(path: Path) -> Any:
@@ -33,7 +33,7 @@ async def _test_targets(targets: tuple[NotifyTarget, ...], job: str, timeout: fl
     from supervisor.notify.delivery import DeliveryConfig, send
     from supervisor.notify.formats import render
     from supervisor.notify.message import JobFacts, probe_message
-    from supervisor.notify.redact import install_log_scrubbing
+    from supervisor.redact import install_log_scrubbing
 
     install_log_scrubbing()
     config = DeliveryConfig(timeout=timeout, connect_timeout=min(timeout, 10.0))

@@ -30,8 +30,8 @@ import structlog
 
 from supervisor.notify.formats import HttpRequest, render
 from supervisor.notify.outbox import Outbox
-from supervisor.notify.redact import install_log_scrubbing, scrub
-from supervisor.notify.spec import NotifyTarget
+from supervisor.redact import install_log_scrubbing, scrub
+from supervisor.spec.notify import NotifyTarget
 
 log = structlog.get_logger("trainsup.notify")
 

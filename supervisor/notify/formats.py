@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from supervisor import __version__
 from supervisor.notify.message import Message
-from supervisor.notify.spec import NotifyTarget
+from supervisor.spec.notify import NotifyTarget
 
 USER_AGENT = f"trainsup/{__version__}"
 # Discord takes up to 10 MB per file on an unboosted server, Telegram 10 MB per photo.

@@ -27,8 +27,8 @@ import structlog
 from supervisor.notify.delivery import Deliverer, DeliveryConfig
 from supervisor.notify.message import JobFacts, Message, compose, event_of
 from supervisor.notify.outbox import OUTBOX_FILE, Outbox, SqliteOutbox, delivery_failures, summary
-from supervisor.notify.redact import scrub
-from supervisor.notify.spec import REDACTED_HINT, NotifyTarget
+from supervisor.redact import scrub
+from supervisor.spec.notify import REDACTED_HINT, NotifyTarget
 
 log = structlog.get_logger("trainsup.notify")
 

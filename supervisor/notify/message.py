@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from supervisor.notify.spec import EventName
+from supervisor.spec.notify import EventName
 
 ICONS: dict[str, str] = {
     "started": "▶",

@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from supervisor.darknet.command import cpu_problem, extra_args_problems
-from supervisor.notify.spec import NotifyTargets
+from supervisor.spec.notify import NotifyTargets
 from supervisor.spec.yamlsource import cross_field, shorten
 from supervisor.training.events import FLAVOURS, Flavour
 from supervisor.training.policy import Diverged, NotLearning, Overfit, Plateau

@@ -14,8 +14,9 @@ naming it. URLs, tokens and secrets are held in `Secret` values: their repr, str
 dump (what `redacted_yaml` writes to <job>/job.yaml) never show them — a value that came from
 `${NAME}` dumps as `${NAME}`, so the job dir's copy still works where the variable is set.
 
-Deliberately free of `supervisor.spec` imports at module level: `supervisor.spec.job` imports
-this module for its `notify` field.
+`supervisor.spec.job` imports this module for its `notify` field, so what this module needs
+of `spec.job` (durations) it imports inside the functions that use it. Delivery is
+`supervisor/notify/`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-from supervisor.notify.redact import REDACTED, redact_url, register_secret
+from supervisor.redact import REDACTED, redact_url, register_secret
 
 EventName = Literal["started", "new_best", "warning", "relaunched", "stopped", "failed"]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
