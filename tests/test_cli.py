@@ -160,23 +160,31 @@ def test_check_job_file_errors_as_json(tmp_path: Path) -> None:
 
 @pytest.mark.darknet
 def test_ctrl_c_in_run_stops_after_the_next_save(demo_dir: Path, darknet_bin: str) -> None:
+    """A real training under `trainsup run`, stopped by Ctrl-C; its chat messages (a generic
+    webhook to a real local HTTP server) say what its report.json says."""
     import signal
     import time
 
+    from supervisor.notify.receiver import Receiver, mismatches_with_report, webhook_section
+
     job_dir = demo_dir / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "run", "--preflight", "off",
-         "--workdir", str(job_dir), str(demo_dir / "job.yaml")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    log = job_dir / "darknet.log"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if log.exists() and "\n20: " in log.read_text(errors="replace"):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    job_file = demo_dir / "job.yaml"
+    with Receiver() as rx:
+        job_file.write_text(job_file.read_text() + webhook_section(rx.url("/e2e")))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.cli", "run", "--preflight", "off",
+             "--workdir", str(job_dir), str(job_file)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        log = job_dir / "darknet.log"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and "\n20: " in log.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        messages = rx.messages("/e2e")
     assert proc.returncode == 0, err
     assert "Ctrl-C: stopping after the next save" in err
     report = json.loads((job_dir / "report.json").read_text())
@@ -184,3 +192,7 @@ def test_ctrl_c_in_run_stops_after_the_next_save(demo_dir: Path, darknet_bin: st
     assert report["kept"]["last"]["iteration"] == 100  # the save after the Ctrl-C, not lost
     assert "user at iteration" in out and "stopped after darknet's save at 100" in out
     assert "kept last" in out
+    assert messages[0]["event"] == "started"
+    assert messages[-1]["event"] == "stopped" and messages[-1]["kept"]
+    assert mismatches_with_report(messages, report) == []
+    assert report["notifications"]["sent"] == len({m["id"] for m in messages})
