@@ -18,10 +18,11 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from supervisor.atomicio import write_text_atomic
 
 __all__ = [
     "KNOWN_NET_KEYS",
@@ -246,7 +247,7 @@ class _LineFile:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no path to save to")
-        _write_atomic(target, self.darknet_text() if darknet_form else self.text)
+        write_text_atomic(target, self.darknet_text() if darknet_form else self.text)
         return target
 
     def _classified(self) -> list[_Line]:
@@ -813,15 +814,3 @@ def _read_text(path: str | Path) -> str:
         ) from None
     # surrogateescape: any byte round-trips, so an odd byte in a comment never breaks a patch.
     return raw.decode("utf-8", "surrogateescape")
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8", "surrogateescape"))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
