@@ -133,3 +133,38 @@ def darknet_bin() -> str:
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The dataset checks' fact cache lives in a temp dir, never in the user's ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
+# --- the scripted stand-in darknet (tests/standins/scripted_darknet.py) -----------------------
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An executable named `darknet` that runs the scripted stand-in with this Python."""
+    import sys
+
+    d = tmp_path_factory.mktemp("standin-bin")
+    exe = d / "darknet"
+    exe.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.standins.scripted_darknet import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    exe.chmod(0o755)
+    return exe
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generated shapes dataset (6 train, 10 valid images): its .data file."""
+    from supervisor.dataset.synth import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    return make_shapes_dataset(root / "data", train=6, valid=10, seed=3).data
+
+
+@pytest.fixture(scope="session")
+def stock_cfg() -> Path:
+    """Debian's yolov3-tiny.cfg, which the demo's and the tests' cfgs derive from."""
+    from supervisor.dataset.demo import STOCK_CFG
+
+    return _require(STOCK_CFG, "Debian's yolov3-tiny.cfg (apt-get install -y darknet)")

@@ -3,7 +3,7 @@ scripted_darknet.py) — an executable `darknet` wrapper, a tiny dataset, Debian
 for the daemon tests: a `trainsup serve` subprocess with its own config and state dir, and
 the CLI run as a process against it.
 
-Import the fixtures into a test module (`from tests.standin_fixtures import standin, …`)."""
+The stand-in's fixtures (`standin`, `tiny_data`, `stock_cfg`) are in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import yaml
 
 from supervisor.darknet.cfg import Cfg
 from supervisor.dataset.demo import write_demo_cfg
-from supervisor.dataset.synth import make_shapes_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,36 +35,6 @@ def missing(msg: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
-
-
-@pytest.fixture(scope="session")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An executable named `darknet` that runs the scripted stand-in with this Python."""
-    d = tmp_path_factory.mktemp("standin-bin")
-    exe = d / "darknet"
-    exe.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-        "from tests.standins.scripted_darknet import main\nsys.exit(main(sys.argv[1:]))\n"
-    )
-    exe.chmod(0o755)
-    return exe
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return make_shapes_dataset(root / "data", train=6, valid=10, seed=3).data
-
-
-@pytest.fixture(scope="session")
-def stock_cfg() -> Path:
-    from supervisor.dataset.demo import STOCK_CFG
-
-    if not STOCK_CFG.exists():
-        missing(
-            f"{STOCK_CFG} is missing: install Debian's darknet package (apt-get install darknet)"
-        )
-    return STOCK_CFG
 
 
 def write_cfg(path: Path, stock: Path, max_batches: int, **net: Any) -> Path:

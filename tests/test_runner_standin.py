@@ -23,44 +23,12 @@ import yaml
 from supervisor.darknet.cfg import Cfg
 from supervisor.darknet.weights import expected_weights_size, read_weights_header
 from supervisor.dataset.demo import write_demo_cfg
-from supervisor.dataset.synth import make_shapes_dataset
 from supervisor.runtime import records
 from supervisor.runtime.runner import JobResult, JobRunner, Progress, RunnerConfig
 from supervisor.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="session")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An executable named `darknet` that runs the scripted stand-in with this Python."""
-    d = tmp_path_factory.mktemp("standin-bin")
-    exe = d / "darknet"
-    exe.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-        "from tests.standins.scripted_darknet import main\nsys.exit(main(sys.argv[1:]))\n"
-    )
-    exe.chmod(0o755)
-    return exe
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return make_shapes_dataset(root / "data", train=6, valid=10, seed=3).data
-
-
-@pytest.fixture(scope="session")
-def stock_cfg() -> Path:
-    from supervisor.dataset.demo import STOCK_CFG
-
-    if not STOCK_CFG.exists():
-        msg = f"{STOCK_CFG} is missing: install Debian's darknet package (apt-get install darknet)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return STOCK_CFG
 
 
 class Job:

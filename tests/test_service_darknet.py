@@ -23,9 +23,6 @@ from tests.standin_fixtures import (  # noqa: F401 (fixtures)
     make_daemon,
     missing,
     short_tmp,
-    standin,
-    stock_cfg,
-    tiny_data,
     wait_for,
 )
 

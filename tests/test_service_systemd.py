@@ -27,9 +27,6 @@ from tests.standin_fixtures import (  # noqa: F401 (fixtures)
     missing,
     set_script,
     short_tmp,
-    standin,
-    stock_cfg,
-    tiny_data,
     wait_for,
     write_cfg,
 )
