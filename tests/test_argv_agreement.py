@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from supervisor.darknet.command import (
     CPU_FLAGS,
@@ -35,6 +34,7 @@ from supervisor.runtime import binary
 from supervisor.runtime.preflight import check_binary, evaluation_source
 from supervisor.spec import JobSpec, SpecError, parse_spec
 from supervisor.training.events import FLAVOURS, Flavour
+from tests.helpers import box_dataset
 from tests.test_command import TINY_CFG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,15 +228,7 @@ def test_iou_threshold_the_spec_accepts_is_what_the_evaluator_takes(
 def test_pjreddie_trains_with_the_cpu_argv_check_built(tmp_path: Path, darknet_bin: str) -> None:
     """Debian's darknet with `gpus: []` and `-clear`: -nogpu and -clear are removed from argv
     by pjreddie's main and run_detector, so the positional paths stay where they are."""
-    pics = tmp_path / "ds" / "pics"
-    pics.mkdir(parents=True)
-    for i in range(8):
-        Image.new("RGB", (96, 96), (20 * i, 90, 160)).save(pics / f"{i}.jpg")
-        (pics / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
-    (tmp_path / "ds" / "train.txt").write_text("".join(f"{pics / f'{i}.jpg'}\n" for i in range(8)))
-    (tmp_path / "ds" / "obj.names").write_text("box\n")
-    data = tmp_path / "ds" / "obj.data"
-    data.write_text("classes=1\ntrain=train.txt\nnames=obj.names\nbackup=backup\n")
+    data = box_dataset(tmp_path / "ds")
     cfg = tmp_path / "tiny.cfg"
     cfg.write_text(TINY_CFG)
     text = yaml.safe_dump(

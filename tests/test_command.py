@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from PIL import Image
 
 from supervisor.darknet.cfg import Cfg
 from supervisor.darknet.command import (
@@ -36,7 +35,7 @@ from supervisor.darknet.weights import (
     weights_complete,
 )
 from supervisor.training.events import FLAVOURS, Flavour
-from tests.helpers import write_weights
+from tests.helpers import box_dataset, write_weights
 
 # -- names -----------------------------------------------------------------------------------
 
@@ -331,15 +330,7 @@ def test_pjreddie_trains_with_prepared_files(tmp_path: Path, darknet_bin: str) -
     # batch=8 on 8 pictures: with batch=2 on 2 pictures this Debian build often dies by
     # SIGSEGV right after writing _final (seen while writing this test).
     # Labels sit next to the pictures: no "images" in the path, so darknet looks there.
-    pics = tmp_path / "ds" / "pics"
-    pics.mkdir(parents=True)
-    for i in range(8):
-        Image.new("RGB", (96, 96), (20 * i, 90, 160)).save(pics / f"{i}.jpg")
-        (pics / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
-    (tmp_path / "ds" / "train.txt").write_text("".join(f"{pics / f'{i}.jpg'}\n" for i in range(8)))
-    (tmp_path / "ds" / "obj.names").write_text("box\n")
-    data = tmp_path / "ds" / "obj.data"
-    data.write_text("classes=1\ntrain=train.txt\nnames=obj.names\nbackup=backup\n")
+    data = box_dataset(tmp_path / "ds")
     cfg = tmp_path / "tiny.test.cfg"
     cfg.write_text(TINY_CFG)
 
