@@ -129,6 +129,15 @@ def darknet_bin() -> str:
     return path
 
 
+@pytest.fixture(autouse=True)
+def structlog_defaults() -> None:
+    """Each test starts with structlog's defaults: the CLI's `main` configures it (WARNING and
+    up) in-process, which would otherwise hide the log lines a later test captures."""
+    import structlog
+
+    structlog.reset_defaults()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The dataset checks' fact cache lives in a temp dir, never in the user's ~/.cache."""

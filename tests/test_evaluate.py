@@ -283,10 +283,16 @@ async def test_evaluate_weights_end_to_end(
 
 @pytest.mark.darknet
 async def test_evaluate_weights_reports_darknet_failure(
-    darknet_bin: str, trained: tuple[Path, Path, Path], tmp_path: Path
+    darknet_bin: str,
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data, cfg, _ = trained
-    # pjreddie exits 0 after `Couldn't open file` (facts §5): must still be an error
+    # pjreddie exits 0 after `Couldn't open file` (facts §5): must still be an error. A missing
+    # file is refused before darknet runs (test_hostile_cli); here one that vanished after that
+    # check (e.g. pruned meanwhile) reaches darknet.
+    monkeypatch.setattr("supervisor.darknet.evaluate.check_weights_file", lambda w, c: None)
     with pytest.raises(EvaluationError, match=r"(?s)failed \(exit status 0\).*Couldn't open file"):
         await evaluate_weights(
             darknet_bin, data, cfg, tmp_path / "nope.weights", work_dir=tmp_path / "w"
