@@ -17,8 +17,8 @@ from tests.test_notify_formats import FAST
 
 pytestmark = pytest.mark.timeout(120)
 
-# The stand-in's fixtures, used here as they are there.
-standin, tiny_data, stock_cfg, make_job = st.standin, st.tiny_data, st.stock_cfg, st.make_job
+# The stand-in job builder, used here as it is there (its own fixtures are in conftest).
+make_job = st.make_job
 
 
 def run_notified(job: Any) -> JobResult:
