@@ -259,6 +259,30 @@ async def test_the_queue_gives_each_gpu_one_job_and_cpu_jobs_their_slots(tmp_pat
     d.store.close()
 
 
+async def test_jobs_per_gpu_lets_jobs_share_a_gpu(tmp_path: Path) -> None:
+    from supervisor.service.daemon import Daemon, Running
+
+    d = Daemon(parse_config(f"state_dir: {tmp_path}\ngpus: [0]\njobs_per_gpu: 2\n"))
+    d.store = Store(tmp_path / "t.db")
+    d.gpus, d.accepting = [0], True
+    started: list[str] = []
+
+    def start(row: dict[str, object], device: list[int]) -> None:
+        started.append(str(row["name"]))
+        d.store.transition(int(row["id"]), "starting")  # type: ignore[call-overload]
+        d.running[int(row["id"])] = Running(int(row["id"]), None, device)  # type: ignore[arg-type, call-overload]
+
+    d._start = start  # type: ignore[method-assign]
+    for name in ("a", "b", "c"):
+        d.store.add_job(
+            name=name, priority=0, after=None, source="x", base_dir="/", spec_text="",
+            binary_name="darknet", binary_path="/usr/bin/darknet", gpus=[0], user=None,
+        )  # fmt: skip
+    await d.queue_pass()
+    assert started == ["a", "b"], "two share GPU 0, the third waits"
+    d.store.close()
+
+
 async def test_a_job_whose_runner_had_finished_is_recorded_not_rerun(tmp_path: Path) -> None:
     # The daemon died after the runner's Finished record, before the state transition.
     from supervisor.service.daemon import Daemon

@@ -175,6 +175,13 @@ class DaemonConfig(_Section):
     cpu_slots: StrictInt = Field(
         default=1, ge=0, le=256, description="CPU jobs (gpus: []) that may run at once"
     )
+    jobs_per_gpu: StrictInt = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="jobs that may share one GPU; 1 = a GPU is a job's alone (two trainings on "
+        "one card compete for its memory and each runs at about half speed)",
+    )
     on_shutdown: Literal["leave", "stop"] = Field(
         default="leave",
         description="on SIGTERM: leave trainings running (re-adopted at the next start), or "

@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,9 +299,10 @@ class Daemon:
 
     # --- the queue ---------------------------------------------------------------------------
 
-    def _in_use(self) -> tuple[int, set[int]]:
+    def _in_use(self) -> tuple[int, Counter[int]]:
+        """CPU jobs running, and how many running jobs hold each GPU."""
         cpu = sum(1 for r in self.running.values() if not r.device)
-        gpus = {g for r in self.running.values() for g in r.device}
+        gpus = Counter(g for r in self.running.values() for g in r.device)
         return cpu, gpus
 
     async def queue_pass(self) -> None:
@@ -315,7 +317,8 @@ class Daemon:
             want: list[int] = json.loads(row["gpus"])
             cpu, gpus = self._in_use()
             if want:
-                if any(g in gpus for g in want) or any(g not in self.gpus for g in want):
+                full = any(gpus[g] >= self.config.jobs_per_gpu for g in want)
+                if full or any(g not in self.gpus for g in want):
                     continue
             elif cpu >= self.config.cpu_slots:
                 continue
