@@ -231,3 +231,37 @@ def test_stop_cancel_and_retry(
     d.wait_state(new, {"running"})
     d.cli("stop", str(new), "--now")
     assert d.wait_state(new, {"finished", "failed", "cancelled"})["state"] in {"finished", "failed"}
+
+
+@pytest.mark.timeout(180)
+def test_messages_left_undelivered_are_delivered_after_a_restart(
+    make_daemon: MakeDaemon, short_tmp: Path, tiny_data: Path, stock_cfg: Path
+) -> None:
+    from supervisor.notify.outbox import job_dir_summary
+    from supervisor.notify.receiver import Receiver
+    from tests.test_notify_delivery import free_port
+
+    set_script(short_tmp, iteration_s=0.002)
+    cfg = write_cfg(short_tmp / "c.cfg", stock_cfg, max_batches=200)
+    port = free_port()  # nothing listens there yet: the chat service is down
+    hook = {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "new_best_interval": None}
+    d = make_daemon().start()
+    job_id = d.submit(job_yaml(short_tmp, tiny_data, cfg, notify=[hook]))
+    j = d.wait_state(job_id, {"finished", "failed"}, timeout=60)
+    assert j["state"] == "finished", j
+    job_dir = Path(j["job_dir"])
+    summary = job_dir_summary(job_dir)
+    assert summary is not None and summary["pending"] >= 2 and summary["sent"] == 0
+    assert d.term() == 0
+    with Receiver(port=port) as rx:
+        d.start()
+        wait_for(
+            lambda: any(m["event"] == "stopped" for m in rx.messages("/hook")),
+            timeout=90,
+            what="the job's messages, delivered by the restarted daemon",
+        )
+        got = rx.messages("/hook")
+    assert got[0]["event"] == "started" and got[0]["job"] == {"name": "t", "id": str(job_id)}
+    assert [m["event"] for m in got][-1] == "stopped"
+    assert d.term() == 0
+    assert job_dir_summary(job_dir)["pending"] == 0  # type: ignore[index]

@@ -31,6 +31,8 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from supervisor.notify.listener import NOTIFY_FLUSH_S, Notifications, attach_notifications
+from supervisor.notify.outbox import job_dir_summary
 from supervisor.runtime.records import resume_records
 from supervisor.runtime.runner import JobRunner, JobSetupError, Progress, RunnerConfig
 from supervisor.service.admission import Refused, admit
@@ -128,6 +130,7 @@ class Daemon:
         self.inbox = self.state_dir / "inbox"
         self.store: Store
         self.running: dict[int, Running] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
         self.accepting = False
         self.ready = False
         self.gpus: list[int] = []
@@ -155,6 +158,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.readopt()
+        self.redeliver()
         self.api_runner = await api.start(self)
         self.spool = spool.Spool(self.state_dir, self.submit)
         self.accepting = True
@@ -223,6 +227,10 @@ class Daemon:
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for task in list(self._deliveries):
+            task.cancel()  # pending messages stay in the outboxes for the next start
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
         if self.api_runner is not None:
             await self.api_runner.cleanup()
         self.store.close()
@@ -270,7 +278,10 @@ class Daemon:
                     self._end(job_id, END_STATE.get(status, "failed"), f"runner ended: {status}")
                     continue
                 try:
-                    runner = JobRunner.for_job_dir(job_dir, self._runner_config(row))
+                    # The store's spec, not the job dir's redacted copy: notification targets
+                    # keep their secrets.
+                    spec = parse_spec(row["spec_text"], row["source"], Path(row["base_dir"]))
+                    runner = JobRunner.for_job_dir(job_dir, self._runner_config(row), spec=spec)
                 except (JobSetupError, SpecError) as e:
                     self.store.transition(job_id, "failed", "cannot re-adopt", error=str(e))
                     continue
@@ -381,7 +392,16 @@ class Daemon:
     async def _supervise(self, r: Running) -> None:
         job_id = r.job_id
         structlog.contextvars.bind_contextvars(job_id=job_id)
+        notes: Notifications | None = None
         try:
+            r.runner.prepare()  # the outbox goes into a job dir the runner accepted
+            notes = attach_notifications(
+                r.runner.bus.subscribe,
+                r.runner.spec.notify,
+                r.runner.job_dir,
+                job_name=r.runner.spec.name,
+                job_id=str(job_id),
+            )
             result = await r.runner.run()
         except JobSetupError as e:
             self._end(job_id, "failed", "could not start", error=str(e))
@@ -395,8 +415,41 @@ class Daemon:
                 state = END_STATE.get(result.status, "failed")
                 self._end(job_id, state, f"runner ended: {result.status}")
         finally:
+            if notes is not None:
+                self._deliver_rest(notes)
             self.running.pop(job_id, None)
             self.wake()
+
+    def _deliver_rest(self, notes: Notifications) -> None:
+        """Go on delivering a job's messages in the background after its end; what is still
+        pending at shutdown stays in its outbox and is sent after the next start."""
+
+        async def flush() -> None:
+            try:
+                await notes.flush(NOTIFY_FLUSH_S)
+            finally:
+                await notes.aclose()
+
+        task = asyncio.create_task(flush())
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    def redeliver(self) -> None:
+        """Messages an earlier daemon left undelivered in ended jobs' outboxes (re-adopted
+        jobs deliver theirs from their own listener)."""
+        for row in self.store.jobs(TERMINAL):
+            job_dir = Path(row["job_dir"]) if row["job_dir"] else None
+            summary = job_dir_summary(job_dir) if job_dir is not None else None
+            if job_dir is None or not summary or not summary.get("pending"):
+                continue
+            try:
+                spec = parse_spec(row["spec_text"], row["source"], Path(row["base_dir"]))
+            except SpecError:
+                continue
+            notes = attach_notifications(
+                lambda _listener: None, spec.notify, job_dir, job_id=str(row["id"])
+            )
+            self._deliver_rest(notes)
 
     def _end(self, job_id: int, state: str, reason: str, **fields: Any) -> None:
         try:
