@@ -169,3 +169,19 @@ def test_notify_test_without_targets(tmp_path: Path) -> None:
     job.write_text(HEAD)
     p = notify_cli("test", str(job))
     assert p.returncode == 1 and "no `notify:` targets" in p.stderr
+
+
+def test_notify_test_config_sends_to_the_daemons_targets(tmp_path: Path) -> None:
+    with Receiver() as rx:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"state_dir: {tmp_path / 'state'}\n"
+            f"notify:\n  - {{type: webhook, url: '{rx.url('/all/Secret1')}'}}\n"
+        )
+        p = notify_cli("test", "--config", str(config), "--timeout", "5")
+        got = list(rx.requests)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.startswith("ok   webhook http://127.0.0.1:") and "Secret1" not in p.stdout
+    assert [r.path for r in got] == ["/all/Secret1"] and got[0].json["event"] == "test"
+    both = notify_cli("test", str(config), "--config", str(config))
+    assert both.returncode == 2 and "a job file, or --config" in both.stderr

@@ -331,3 +331,25 @@ async def test_a_detached_job_is_readopted_not_recorded_as_ended(tmp_path: Path)
     # not recorded as ended by its runner.
     assert row is not None and row["state"] == "failed" and "job spec" in row["error"]
     d.store.close()
+
+
+def test_the_configs_notify_targets_are_told_about_every_job(tmp_path: Path) -> None:
+    from supervisor.service.daemon import Daemon
+    from supervisor.spec import parse_spec
+
+    d = Daemon(
+        parse_config(
+            f"state_dir: {tmp_path}\nnotify:\n"
+            "  - {type: webhook, url: 'http://hooks.example/all'}\n"
+            "  - {type: webhook, url: 'http://hooks.example/team'}\n"
+        )
+    )
+    job = parse_spec(
+        "name: j\ndarknet: {data: d.data, cfg: c.cfg}\n"
+        "notify: [{type: webhook, url: 'http://hooks.example/team'}]\n"
+    )
+    targets = d._targets(job.notify)
+    assert [t.url.get_secret_value() for t in targets] == [  # type: ignore[union-attr]
+        "http://hooks.example/team",  # the job's own first; the config's same one not twice
+        "http://hooks.example/all",
+    ]

@@ -61,16 +61,40 @@ async def _test_targets(targets: tuple[NotifyTarget, ...], job: str, timeout: fl
 
 
 @notify.command("test")
-@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Test the daemon config's `notify:` targets (those told about every job) instead.",
+)
 @click.option("--timeout", type=float, default=15.0, show_default=True, help="Seconds per target.")
-def test_command(job: Path, timeout: float) -> None:
-    """Send a test message to each `notify:` target of JOB and print the HTTP outcome
-    (one attempt each, no retries). Exit status 1 when any target did not take it."""
-    spec = _load(job)
-    if not spec.notify:
-        click.echo(f"{job}: the job has no `notify:` targets", err=True)
+def test_command(job: Path | None, config_file: Path | None, timeout: float) -> None:
+    """Send a test message to each `notify:` target of JOB (or of the daemon config, with
+    --config) and print the HTTP outcome (one attempt each, no retries). Exit status 1 when any
+    target did not take it."""
+    if (job is None) == (config_file is None):
+        click.echo("error: give a job file, or --config FILE", err=True)
+        sys.exit(2)
+    if config_file is not None:
+        # A command, at the top of the layers: it may read the daemon's config.
+        from supervisor.service.config import load_config
+        from supervisor.spec import SpecError
+
+        try:
+            targets, name, where = load_config(config_file).notify, "trainsup", config_file
+        except SpecError as e:
+            click.echo(str(e), err=True)
+            sys.exit(2)
+    else:
+        assert job is not None
+        spec = _load(job)
+        targets, name, where = spec.notify, spec.name, job
+    if not targets:
+        click.echo(f"{where}: no `notify:` targets", err=True)
         sys.exit(1)
-    ok = asyncio.run(_test_targets(spec.notify, spec.name, timeout))
+    ok = asyncio.run(_test_targets(targets, name, timeout))
     sys.exit(0 if ok else 1)
 
 

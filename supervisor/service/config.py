@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.spec.notify import NotifyTargets
 from supervisor.spec.yamlsource import (
     Problem,
     SpecError,
@@ -205,6 +206,11 @@ class DaemonConfig(_Section):
     defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="job-file sections merged under every job (the job's own keys win)",
+    )
+    notify: NotifyTargets = Field(
+        default=(),
+        description="chat/webhook targets told about every job, besides the job's own "
+        "`notify:` (docs/notifications.md)",
     )
 
     @field_validator("preflight", mode="before")

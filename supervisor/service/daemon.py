@@ -40,6 +40,7 @@ from supervisor.service.config import DaemonConfig
 from supervisor.service.sdnotify import SdNotify
 from supervisor.service.store import ACTIVE, TERMINAL, Store, StoreError
 from supervisor.spec import SpecError, parse_spec
+from supervisor.spec.notify import NotifyTarget
 
 log = structlog.get_logger("trainsup.daemon")
 
@@ -397,7 +398,7 @@ class Daemon:
             r.runner.prepare()  # the outbox goes into a job dir the runner accepted
             notes = attach_notifications(
                 r.runner.bus.subscribe,
-                r.runner.spec.notify,
+                self._targets(r.runner.spec.notify),
                 r.runner.job_dir,
                 job_name=r.runner.spec.name,
                 job_id=str(job_id),
@@ -419,6 +420,11 @@ class Daemon:
                 self._deliver_rest(notes)
             self.running.pop(job_id, None)
             self.wake()
+
+    def _targets(self, job_targets: tuple[NotifyTarget, ...]) -> tuple[NotifyTarget, ...]:
+        """The job's own targets, then the config's for every job (each once)."""
+        seen = {t.key for t in job_targets}
+        return (*job_targets, *(t for t in self.config.notify if t.key not in seen))
 
     def _deliver_rest(self, notes: Notifications) -> None:
         """Go on delivering a job's messages in the background after its end; what is still
@@ -447,7 +453,7 @@ class Daemon:
             except SpecError:
                 continue
             notes = attach_notifications(
-                lambda _listener: None, spec.notify, job_dir, job_id=str(row["id"])
+                lambda _listener: None, self._targets(spec.notify), job_dir, job_id=str(row["id"])
             )
             self._deliver_rest(notes)
 
