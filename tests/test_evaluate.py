@@ -297,3 +297,37 @@ async def test_evaluate_weights_reports_darknet_failure(
         await evaluate_weights(
             darknet_bin, data, cfg, tmp_path / "nope.weights", work_dir=tmp_path / "w"
         )
+
+
+def test_evaluation_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """A supervisor killed with SIGKILL must not leave its `detector valid` behind (its own
+    session keeps it from Ctrl-C, so only the kernel's parent-death signal can end it)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from supervisor.darknet.evaluate import _run_valid\n"
+        "print('ready', flush=True)\n"
+        "asyncio.run(_run_valid(['sleep', '300'], Path(sys.argv[1]), None))\n"
+    )
+    sup = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert sup.stdout is not None and sup.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 20
+        children: list[psutil.Process] = []
+        while not children and time.monotonic() < deadline:
+            children = psutil.Process(sup.pid).children()
+            time.sleep(0.05)
+        assert children, "the evaluation never started"
+        sup.kill()
+        sup.wait()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"evaluation {alive[0].pid} outlived the killed supervisor"
+    finally:
+        if sup.poll() is None:
+            sup.kill()

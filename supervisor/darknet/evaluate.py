@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -442,6 +444,32 @@ def _tail(text: bytes, lines: int = 12) -> str:
     return "\n".join(text.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the kernel SIGKILL the child when the supervisor dies.
+
+    The evaluation runs in its own session (below), so a supervisor killed with SIGKILL or by
+    the OOM killer would leave a `detector valid` behind — holding GPU memory the relaunched
+    training needs, or hanging for ever. Unlike the training (whose wrapper outlives the
+    supervisor on purpose, to be re-adopted), nothing can adopt an evaluation: it is redone.
+    Linux only (prctl); elsewhere the child is left as before.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 async def _run_valid(argv: list[str], cwd: Path, timeout_s: float | None) -> tuple[int, bytes]:
     # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground group) is a graceful
     # stop for the supervisor, and must not kill an evaluation half-way.
@@ -452,6 +480,9 @@ async def _run_valid(argv: list[str], cwd: Path, timeout_s: float | None) -> tup
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        # The kernel signals on the death of the *thread* that forked: this is the event
+        # loop's, which lives as long as anything awaits this evaluation.
+        preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
