@@ -326,7 +326,7 @@ def test_evaluation_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
         assert children, "the evaluation never started"
         sup.kill()
         sup.wait()
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"evaluation {alive[0].pid} outlived the killed supervisor"
     finally:
         if sup.poll() is None:
