@@ -534,7 +534,8 @@ def test_json_schema_covers_every_section_and_forbids_unknown_keys() -> None:
     json.dumps(schema)
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert set(schema["properties"]) == {
-        "name", "darknet", "budget", "evaluation", "stop", "retain", "notify", "checks"
+        "name", "darknet", "budget", "evaluation", "stop", "retain", "notify", "checks",
+        "memory",
     }  # fmt: skip
     assert schema["required"] == ["name", "darknet"]
     objects = [schema, *schema["$defs"].values()]
@@ -542,7 +543,7 @@ def test_json_schema_covers_every_section_and_forbids_unknown_keys() -> None:
     assert set(schema["$defs"]) == {
         "DarknetSpec", "BudgetSpec", "EvaluationSpec", "StopSpec", "PlateauRule",
         "OverfitRule", "NotLearningRule", "DivergedRule", "RetainSpec", "NotifyTarget",
-        "ChecksSpec",
+        "ChecksSpec", "MemorySpec",
     }  # fmt: skip
     stop = schema["$defs"]["StopSpec"]["properties"]
     for rule in ("plateau", "overfit", "not_learning", "diverged"):

@@ -429,6 +429,56 @@ class ChecksSpec(Section):
     )
 
 
+# A relaunch is a step of the out-of-memory ladder, a resume or a stall recovery; six cover
+# subdivisions ×2 three times (e.g. 8 → 64), random=0, dropping -map and one retry, while a
+# cfg that fails every way cannot restart for ever.
+MAX_RELAUNCHES = 6
+MAX_RELAUNCHES_LIMIT = 100
+# The share of a GPU's free memory kept free when the memory model picks subdivisions: the
+# model's predictions are off by a few percent (cuDNN workspace, the allocator), and other
+# processes may allocate while darknet starts.
+MEMORY_HEADROOM = 0.1
+
+
+def _share(value: float) -> float:
+    if 1 <= value <= 100:
+        raise PydanticCustomError(
+            "percent",
+            "headroom is a fraction of the free memory: write {fraction} for {percent} %",
+            {"fraction": f"{value / 100:g}", "percent": f"{value:g}"},
+        )
+    if not 0 <= value < 1:
+        raise PydanticCustomError(
+            "fraction", "must be a fraction in [0, 1) of the free memory (0.1 = keep 10 % free)"
+        )
+    return value
+
+
+class MemorySpec(Section):
+    """What the supervisor may do when the GPU runs out of memory (DESIGN "Decisions" 5)."""
+
+    max_relaunches: Annotated[StrictInt, Field(ge=0, le=MAX_RELAUNCHES_LIMIT)] = Field(
+        default=MAX_RELAUNCHES,
+        description="relaunches a job may have (out-of-memory steps, stall recoveries, "
+        "resumes) before it fails with its report; 0 = none",
+    )
+    allow_resize: StrictBool = Field(
+        default=False,
+        description="after the other steps, lower width/height by 32 per relaunch (this "
+        "changes what the network sees: small objects get harder to detect)",
+    )
+    tune: StrictBool = Field(
+        default=False,
+        description="lower subdivisions for speed when the first iterations leave much "
+        "memory unused (the memory model decides)",
+    )
+    headroom: Annotated[StrictFloat, AfterValidator(_share)] = Field(
+        default=MEMORY_HEADROOM,
+        description="share of the GPU's free memory kept free when subdivisions are picked "
+        "before a launch, as a fraction",
+    )
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -443,6 +493,7 @@ class JobSpec(Section):
     stop: StopSpec = Field(default_factory=StopSpec)
     retain: RetainSpec = Field(default_factory=RetainSpec)
     checks: ChecksSpec = Field(default_factory=ChecksSpec)
+    memory: MemorySpec = Field(default_factory=MemorySpec)
     notify: NotifyTargets = Field(
         default=(), description="chat/webhook targets told about this job (docs/notifications.md)"
     )
