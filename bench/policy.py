@@ -64,9 +64,10 @@ def whole(argv: list[str]) -> int:
     ap.add_argument(
         "--lofo",
         metavar="RULE.PARAM=V1,V2,…",
-        help="tune one setting leave-one-family-out: for each family, choose the value that "
-        "saves most on the other families with mean regret ≤ 0.5 and none over 2 points, and "
-        "score it on the held-out family",
+        action="append",
+        help="tune settings leave-one-family-out (repeat for a grid over several): for each "
+        "family, choose the values that save most on the other families with mean regret ≤ "
+        "0.5 and none over 2 points, and score them on the held-out family",
     )
     ns = ap.parse_args(argv)
     policy = tuned(policy_for(None), ns.settings)
@@ -116,32 +117,38 @@ def whole(argv: list[str]) -> int:
     return 0
 
 
-def lofo(policy: Policy, curves: list[Any], setting: str) -> None:
+def lofo(policy: Policy, curves: list[Any], settings: list[str]) -> None:
+    import itertools
+
     from bench.curves.baselines import oracle, score, summary, trainsup
 
-    key, _, values = setting.partition("=")
-    candidates = values.split(",")
+    axes = []
+    for setting in settings:
+        key, _, values = setting.partition("=")
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    grid = [list(combo) for combo in itertools.product(*axes)]
     fams = sorted({c.family for c in curves})
-    print(f"leave-one-family-out over {key} in {candidates} (families: {', '.join(fams)})")
+    print(f"leave-one-family-out over {len(grid)} settings (families: {', '.join(fams)})")
     for held in fams:
         train = [c for c in curves if c.family != held]
         test = [c for c in curves if c.family == held]
-        best: tuple[float, str] | None = None
-        for v in candidates:
-            a = summary([score(trainsup(tuned(policy, [f"{key}={v}"])), c) for c in train])
+        best: tuple[float, float, list[str]] | None = None
+        for combo in grid:
+            a = summary([score(trainsup(tuned(policy, combo)), c) for c in train])
             ok = a["mean"] <= 0.5 and a["max"] <= 2.0
             flag = "" if ok else " (over the bound)"
-            print(f"  without {held}: {key}={v}: saved {a['saved'] * 100:.0f} %, mean regret "
-                  f"{a['mean']:.2f}, max {a['max']:.1f}{flag}")  # fmt: skip
-            if ok and (best is None or a["saved"] > best[0]):
-                best = (a["saved"], v)
+            print(f"  without {held}: {' '.join(combo)}: saved {a['saved'] * 100:.1f} %, mean "
+                  f"regret {a['mean']:.2f}, max {a['max']:.1f}{flag}")  # fmt: skip
+            # Most saved within the bound; ties go to the lower mean regret, then the first.
+            if ok and (best is None or (a["saved"], -a["mean"]) > (best[0], -best[1])):
+                best = (a["saved"], a["mean"], combo)
         if best is None:
-            print(f"  {held}: no value within the bound on the other families")
+            print(f"  {held}: no setting within the bound on the other families")
             continue
-        chosen = tuned(policy, [f"{key}={best[1]}"])
+        chosen = tuned(policy, best[2])
         t = summary([score(trainsup(chosen), c) for c in test])
         o = summary([score(oracle, c) for c in test])
-        print(f"=> {held} held out: chosen {key}={best[1]}; on {held}: saved "
+        print(f"=> {held} held out: chosen {' '.join(best[2])}; on {held}: saved "
               f"{t['saved'] * 100:.0f} % (oracle {o['saved'] * 100:.0f} %), mean regret "
               f"{t['mean']:.2f}, max {t['max']:.1f}")  # fmt: skip
 

@@ -410,12 +410,14 @@ def test_a_job_file_that_sets_after_alone_keeps_its_meaning() -> None:
     assert not_learning({"not_learning": {"min_loss_drop": 0.1}}).min_loss_drop == 0.1
 
 
-def test_plateau_patience_share_fits_the_run_when_asked() -> None:
+def test_plateau_patience_share_fits_the_run() -> None:
     p = Plateau(patience=2000, patience_share=0.15, patience_min=300)
     assert p.base_patience(Schedule(burn_in=50, max_batches=4050)) == 600
     assert p.base_patience(Schedule(burn_in=0, max_batches=1000)) == 300  # the floor
     assert p.base_patience(Schedule(max_batches=50000)) == 2000  # the cap
-    assert Plateau().base_patience(Schedule(max_batches=4000)) == 2000  # off by default
+    assert Plateau().base_patience(Schedule(max_batches=4000)) == 600  # on by default
+    assert Plateau().base_patience(Schedule()) == 2000  # max_batches unknown: absolute
+    assert Plateau(patience_share=None).base_patience(Schedule(max_batches=4000)) == 2000
     maps = {i: 0.5 for i in range(100, 4001, 100)}
     stop = first_stop(only(p), run(4000, falling, maps), Schedule(max_batches=4000))
     assert stop is not None and stop.iteration == 100 + 600  # no step in the cfg: no doubling

@@ -13,6 +13,7 @@ the README explains each choice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -21,6 +22,13 @@ from supervisor.training.history import Evaluation, History
 from supervisor.training.schedule import Schedule
 
 Number = int | float | None
+
+# Plateau defaults chosen leave-one-family-out on the whole curves (bench/RESULTS.md, "Stop
+# policy on whole curves"); None / 0 switches one off. The noise-scaled gain is off: every
+# k tried lost 1.5-3.8 points on a held-out curve (log 04, generous-good-s0).
+PATIENCE_SHARE: float | None = 0.15
+AFTER_LAST_STEP_SHARE: float | None = 0.025
+NOISE_K: float = 0.0
 
 
 def pct(x: float) -> str:
@@ -137,23 +145,40 @@ class TargetMap:
 class Plateau:
     """Stop when validation mAP stops improving for a long time (diminishing returns).
 
-    The best mAP must rise by at least `min_delta` within `patience` iterations, as shown by
-    an evaluation at least `patience` iterations after the last real gain. A fall of the
-    learning rate (a cfg `step`) restarts the count, and before the cfg's last rate drop the
-    patience is `before_last_step` times longer: the best mAP of a run often comes right after
-    its last step, so a plateau before it is weaker evidence.
+    The best mAP must rise by at least the noise-aware delta within the patience, as shown by
+    an evaluation at least that many iterations after the last real gain.
 
-    With `patience_share`, the patience is that share of the iterations after burn_in
-    (at least `patience_min`, at most `patience`), so that it fits a 1 500- and a
-    50 000-iteration run alike; None keeps the absolute `patience`.
+    The patience fits the run: `patience_share` of the iterations after burn_in (at least
+    `patience_min`, at most `patience`; `patience` alone when max_batches is unknown or the
+    share is None), so that it fits a 1 200- and a 50 000-iteration run alike.
+
+    The learning-rate steps the cfg declares shape it, because on a fixed schedule the best mAP
+    usually comes right after the last step (every whole curve of the corpus that was still
+    rising gained at its last step):
+    - before the cfg's last rate drop the patience is `before_last_step` times longer (a
+      plateau there is weak evidence), and a step that is not the last restarts the count;
+    - once the last drop has had its chance (an evaluation came after it), the patience is
+      short: `after_last_step_share` of the run (at least `after_last_step_min`, at most the
+      base patience), counted from the last real gain: nothing is left in the schedule that
+      usually brings one.
+
+    The gain that counts is `min_delta` or, when larger, `noise_k` × the evaluation noise σ
+    estimated from the curve: from the second differences of the latest `noise_window`
+    evaluations (variance 6σ² for white noise on any locally straight curve, so a steady rise
+    is not taken for noise), robustly through their median. A 60-image valid set swings by a
+    point or two; a 0.5-point gain there is noise, on a 5 000-image set it is real.
     """
 
     name: ClassVar[str] = "plateau"
     patience: int = 2000
     min_delta: float = 0.005
     before_last_step: float = 2.0
-    patience_share: float | None = None
+    patience_share: float | None = PATIENCE_SHARE
     patience_min: int = 300
+    after_last_step_share: float | None = AFTER_LAST_STEP_SHARE
+    after_last_step_min: int = 100
+    noise_k: float = NOISE_K
+    noise_window: int = 10
 
     def base_patience(self, s: Schedule) -> int:
         """The patience for this run's schedule, before the last-step factor."""
@@ -163,28 +188,61 @@ class Plateau:
         share = round(self.patience_share * (s.max_batches - warm))
         return min(self.patience, max(self.patience_min, share))
 
+    def after_last_step_patience(self, s: Schedule) -> int | None:
+        """The short patience once the last rate drop has had its chance (None: off)."""
+        if self.after_last_step_share is None or not s.max_batches:
+            return None
+        warm = min(s.burn_in, s.max_batches)
+        share = round(self.after_last_step_share * (s.max_batches - warm))
+        return min(self.base_patience(s), max(self.after_last_step_min, share))
+
     def check(self, h: History, s: Schedule) -> Stop | None:
-        ref, latest = _reference_and_latest(h.evaluations, self.min_delta)
+        delta, sigma, ref, latest = _plateau_state(
+            h.evaluations, self.min_delta, self.noise_k, self.noise_window
+        )
         if ref is None or latest is None or h.best is None:
             return None
-        since = ref.iteration
-        passed = [st for st in s.steps if since < st <= h.iteration]
-        if passed:
-            since = max(passed)
         last_drop = s.last_rate_drop
-        early = last_drop is not None and h.iteration < last_drop
-        base = self.base_patience(s)
-        patience = int(base * self.before_last_step) if early else base
+        short = self.after_last_step_patience(s)
+        # The last drop has had its chance once an evaluation came after it.
+        settled = short is not None and last_drop is not None and latest > last_drop
+        if settled and delta > self.min_delta:
+            # After the last drop the rate is low and the evaluations steady: the noise of
+            # the latest evaluations, most of them from before the drop, would hide the small
+            # real gains the drop brings.
+            delta, sigma, ref, latest = _plateau_state(
+                h.evaluations, self.min_delta, 0.0, self.noise_window
+            )
+            assert ref is not None and latest is not None
+        since = ref.iteration
+        if settled:
+            assert short is not None
+            patience, early, passed = short, False, []
+        else:
+            passed = [st for st in s.steps if since < st <= h.iteration]
+            if passed:
+                since = max(passed)
+            early = last_drop is not None and h.iteration < last_drop
+            base = self.base_patience(s)
+            patience = int(base * self.before_last_step) if early else base
         # Evidence, not elapsed iterations: an evaluation must have looked at the end of the
         # patience window (the one due at that iteration may yet show the gain).
         if latest - since < patience:
             return None
+        gain = f"{points(delta)}"
+        if delta > self.min_delta:
+            gain += f" ({self.noise_k:g}× the evaluation noise σ {points(sigma)})"
         why = (
-            f"mAP has not gained {points(self.min_delta)} over {pct(ref.map)} (iteration "
-            f"{ref.iteration}) for {h.iteration - ref.iteration} iterations; best "
-            f"{pct(h.best.map)} at iteration {h.best.iteration}"
+            f"mAP has not gained {gain} over {pct(ref.map)} (iteration {ref.iteration}) for "
+            f"{h.iteration - ref.iteration} iterations; best {pct(h.best.map)} at iteration "
+            f"{h.best.iteration}"
         )
-        if passed:
+        if settled:
+            why += (
+                f"; the learning rate made its last drop at iteration {last_drop} and no "
+                f"evaluation since has gained (patience after the last step: {patience})"
+            )
+        elif passed:
             why += f" (counted from the learning-rate step at {since})"
         if early:
             why += (
@@ -200,7 +258,8 @@ class Plateau:
                 "best_iteration": h.best.iteration,
                 "reference_iteration": ref.iteration,
                 "patience": patience,
-                "min_delta": self.min_delta,
+                "min_delta": delta,
+                "noise_sigma": sigma,
                 "last_rate_drop": last_drop,
             },
             "Keep the best weights and validate them on real footage or a golden set. A stable "
@@ -213,30 +272,49 @@ class Plateau:
 # line: walking them each time cost 56 µs per line at 1 000 evaluations (bench/RESULTS.md).
 # History keeps the same tuple object until the next evaluation, so the answer is remembered
 # by identity (the tuple is held, so its id cannot be reused while remembered).
-_MEMO: dict[tuple[int, float], tuple[tuple[Evaluation, ...], Evaluation | None, int | None]] = {}
+_PlateauState = tuple[float, float, Evaluation | None, int | None]
+_MEMO: dict[tuple[int, float, float, int], tuple[tuple[Evaluation, ...], _PlateauState]] = {}
 
 
-def _reference_and_latest(
-    evals: tuple[Evaluation, ...], min_delta: float
-) -> tuple[Evaluation | None, int | None]:
-    """The plateau reference and the latest valid evaluation's iteration."""
-    key = (id(evals), min_delta)
+def _plateau_state(
+    evals: tuple[Evaluation, ...], min_delta: float, noise_k: float, noise_window: int
+) -> _PlateauState:
+    """The gain that counts, the noise σ, the plateau reference and the latest valid
+    evaluation's iteration."""
+    key = (id(evals), min_delta, noise_k, noise_window)
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is evals:
-        return hit[1], hit[2]
-    ref = _plateau_reference(evals, min_delta)
-    latest = max((e.iteration for e in evals if e.valid), default=None)
+        return hit[1]
+    valid = [e for e in evals if e.valid]
+    sigma = evaluation_noise([e.map for e in valid[-noise_window:]]) if noise_k else 0.0
+    delta = max(min_delta, noise_k * sigma)
+    ref = _plateau_reference(valid, delta)
+    latest = valid[-1].iteration if valid else None
     if len(_MEMO) >= 64:
         _MEMO.clear()
-    _MEMO[key] = (evals, ref, latest)
-    return ref, latest
+    state = (delta, sigma, ref, latest)
+    _MEMO[key] = (evals, state)
+    return state
 
 
-def _plateau_reference(evals: tuple[Evaluation, ...], min_delta: float) -> Evaluation | None:
+def evaluation_noise(maps: list[float]) -> float:
+    """σ of the evaluation noise from the second differences of consecutive mAPs (white noise
+    gives them variance 6σ²; a straight trend cancels out); their median resists the jumps of
+    a rise. 0 with fewer than 4 evaluations (3 second differences)."""
+    d2 = [abs(maps[i + 1] - 2 * maps[i] + maps[i - 1]) for i in range(1, len(maps) - 1)]
+    if len(d2) < 3:
+        return 0.0
+    d2.sort()
+    n = len(d2)
+    median = d2[n // 2] if n % 2 else (d2[n // 2 - 1] + d2[n // 2]) / 2
+    return median / (0.6745 * math.sqrt(6))
+
+
+def _plateau_reference(valid: list[Evaluation], min_delta: float) -> Evaluation | None:
     """The evaluation that last raised the best mAP by at least `min_delta`."""
     ref: Evaluation | None = None
-    for e in evals:
-        if e.valid and (ref is None or e.map >= ref.map + min_delta):
+    for e in valid:
+        if ref is None or e.map >= ref.map + min_delta:
             ref = e
     return ref
 
