@@ -129,7 +129,9 @@ OLD_PLATEAU = Plateau(patience_share=None, after_last_step_share=None)
 def kept_map(curve: dict[str, Any], stop: Stop | None) -> float:
     """What the retention keeps: the best evaluation up to the stop (all of them without one)."""
     end = stop.iteration if stop is not None else curve["schedule"]["max_batches"]
-    return max(e["map"] for e in curve["evaluations"] if e["valid"] and e["iteration"] <= end)
+    return float(
+        max(e["map"] for e in curve["evaluations"] if e["valid"] and e["iteration"] <= end)
+    )
 
 
 def test_after_the_last_rate_step_a_best_nothing_raised_is_called_at_the_next_evaluation() -> None:
