@@ -9,9 +9,10 @@ Retries: a connection error, a timeout, a 408, a 429 or a 5xx is retried after a
 backoff with jitter (`backoff`), or after exactly what `Retry-After` (or Telegram's
 `parameters.retry_after`) asks; any other 4xx (and a 3xx: a moved webhook is not followed with
 its body) is permanent: the row is marked failed with its status and the receiver's words, and
-the next row goes. A target's rows wait for its head row (order per target), but each target
-has its own task, so a dead or slow target delays nobody else, and the runner only ever writes
-a row.
+the next row goes. A 400 or 413 to a request that uploads the chart is taken as a refusal of
+the picture: the message is sent again at once as text only. A target's rows wait for its head
+row (order per target), but each target has its own task, so a dead or slow target delays
+nobody else, and the runner only ever writes a row.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from typing import Any
 import httpx
 import structlog
 
-from supervisor.notify.formats import HttpRequest, render
+from supervisor.notify.formats import HttpRequest, render, without_chart
 from supervisor.notify.outbox import Outbox
 from supervisor.redact import install_log_scrubbing, scrub
 from supervisor.spec.notify import NotifyTarget
 
 log = structlog.get_logger("trainsup.notify")
+# Answers to an upload that mean "not this file" (Telegram's 400 IMAGE_PROCESS_FAILED or
+# PHOTO_INVALID_DIMENSIONS, Discord's 400 for a bad attachment, 413 for a too large one).
+UPLOAD_REFUSED = (400, 413)
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,17 @@ class Deliverer:
             self._settled()
             return
         outcome = await send(self.client, request, self.config)
+        if request.files and outcome.permanent and outcome.status in UPLOAD_REFUSED:
+            # The service refused the picture (too large for it, unreadable), not the words:
+            # they go at once as text, and the chart is left out of this message.
+            log.info(
+                "notification chart refused, sent as text",
+                target=target.label,
+                message_id=row.message.id,
+                status=outcome.status,
+            )
+            request = render(target, without_chart(row.message))
+            outcome = await send(self.client, request, self.config)
         fields = {
             "target": target.label,
             "kind": row.message.event,

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -89,29 +89,47 @@ def _headers(message: Message, json_body: bool = True) -> dict[str, str]:
     return h
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every PNG
+
+
 def _chart(message: Message) -> tuple[str, bytes, str] | None:
-    """The chart file, when it exists and is small enough to upload; else none (the message
-    goes without it rather than not at all)."""
+    """The chart, read now (at each attempt: the outbox keeps its path, not its bytes), when
+    it exists, is a whole PNG and is small enough to upload; else None, and the message goes
+    as text rather than not at all (a service refuses a broken picture with a 400, which would
+    lose the message for good)."""
     if not message.chart:
         return None
     path = Path(message.chart)
     try:
         if path.stat().st_size > MAX_UPLOAD:
             return None
-        return (path.name if path.suffix else "chart.png", path.read_bytes(), "image/png")
+        data = path.read_bytes()
     except OSError:
         return None
+    if not (data.startswith(_PNG_SIGNATURE) and data.endswith(_PNG_END)):
+        return None
+    return (path.name if path.suffix == ".png" else "chart.png", data, "image/png")
 
 
-def plain_text(message: Message) -> str:
-    """The whole message as plain lines (Telegram, fallbacks)."""
+def without_chart(message: Message) -> Message:
+    """The message as text only (a service refused its upload)."""
+    return replace(message, chart=None)
+
+
+def plain_text(message: Message, limit: int | None = None) -> str:
+    """The whole message as plain lines (Telegram, fallbacks); within `limit` characters when
+    given, cut before the job's link so that the link survives the cut."""
     lines = [message.title]
     if message.text:
         lines.append(message.text)
     lines += [f"{k}: {v}" for k, v in message.facts]
-    if message.link:
-        lines.append(message.link)
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if not message.link:
+        return text if limit is None else cut(text, limit)
+    if limit is None:
+        return f"{text}\n{message.link}"
+    return cut(text, max(limit - len(message.link) - 1, 0)) + "\n" + message.link
 
 
 # --- Slack
@@ -304,13 +322,12 @@ def mattermost(target: NotifyTarget, message: Message) -> HttpRequest:
 
 def telegram(target: NotifyTarget, message: Message) -> HttpRequest:
     # Plain text, no parse_mode: a job name or a reason with `_` or `*` cannot break it.
-    text = plain_text(message)
     chat = str(target.chat_id)
     chart = _chart(message)
     if chart is None:
         payload = {
             "chat_id": chat,
-            "text": cut(text, TELEGRAM_TEXT),
+            "text": plain_text(message, TELEGRAM_TEXT),
             "link_preview_options": {"is_disabled": True},
         }
         return HttpRequest(
@@ -318,7 +335,9 @@ def telegram(target: NotifyTarget, message: Message) -> HttpRequest:
         )
     return HttpRequest(
         f"{target.endpoint}/sendPhoto",
-        data={"chat_id": chat, "caption": cut(text, TELEGRAM_CAPTION)},
+        # A caption holds 1 024 characters: a longer text is cut with a note (the picture
+        # and the one message stay one delivery, retried as one).
+        data={"chat_id": chat, "caption": plain_text(message, TELEGRAM_CAPTION)},
         files={"photo": chart},
         headers=_headers(message, json_body=False),
     )
@@ -339,8 +358,8 @@ def webhook_payload(message: Message) -> dict[str, Any]:
             "text": message.text,
         }
     )
-    if message.chart:
-        payload["chart"] = message.chart
+    # No `chart`: a path on this machine means nothing to a receiver elsewhere, and the body
+    # must be the same bytes on every retry (its signature too), whenever the chart appears.
     if message.link:
         payload["link"] = message.link
     return payload

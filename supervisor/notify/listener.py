@@ -4,8 +4,10 @@ command (`trainsup run`, later the daemon per job) makes to get them.
 Records → events: JobStarted → started; NewBest → new_best (rate-limited per target: at most
 one per `new_best_interval`, the latest held best sent when the interval ends); Warning →
 warning; Relaunched → relaunched; Finished → stopped (status stopped/finished/cancelled) or
-failed (failed/killed). A Decision record is remembered for the stopped message that follows
-it; the latest NewBest too, so that a Finished record without `best` still says it.
+failed (failed/killed). new_best, stopped and failed name `<job_dir>/chart.png`, uploaded
+where the service takes files if it exists when the message is sent. A Decision record is
+remembered for the stopped message that follows it; the latest NewBest too, so that a
+Finished record without `best` still says it.
 
 The listener runs inside the bus's publish, synchronously: it composes the message, writes the
 outbox rows (one small SQLite transaction) and wakes the delivery tasks. Nothing it does waits
@@ -36,6 +38,9 @@ Record = dict[str, Any]
 # `trainsup run` waits this long for pending messages before it exits (issue 13).
 NOTIFY_FLUSH_S = 60.0
 _STOPPED_STATUSES = ("stopped", "finished", "cancelled")
+# The job's training chart, kept fresh by the report's chart listener (written atomically at
+# each evaluation and at the end); uploaded with new_best, stopped and failed messages.
+CHART_FILE = "chart.png"
 
 
 class NotifyListener:
@@ -86,7 +91,7 @@ class NotifyListener:
             return
         if kind == "NewBest":
             self.job.best = {"iteration": record.get("iteration"), "map": record.get("map")}
-            self._new_best(record)
+            self._new_best(self._with_chart(record))
             return
         event = event_of(record)
         if event is None:
@@ -96,16 +101,22 @@ class NotifyListener:
             # it, after it.
             self._drop_held()
             self.finished = True
-            if not record.get("chart") and self.job_dir is not None:
-                chart = self.job_dir / "chart.png"
-                if chart.exists():
-                    record = {**record, "chart": str(chart)}
+            record = self._with_chart(record)
         else:
             # A held best happened before this record: send it first, so order holds.
             self._release_all()
         message = compose(self.job, record)
         if message is not None:
             self._add(message, [t for t in self.targets if event in t.events])
+
+    def _with_chart(self, record: Record) -> Record:
+        """`record` naming the job dir's chart: the path, not the picture, goes into the
+        outbox. Whether it exists is asked when the message is sent (`formats._chart`), so
+        a chart written after this record — the chart listener may come after this one on
+        the bus — still goes, and a message delivered after the chart is gone goes as text."""
+        if record.get("chart") or self.job_dir is None:
+            return record
+        return {**record, "chart": str(self.job_dir / CHART_FILE)}
 
     def _add(self, message: Message, targets: Sequence[NotifyTarget]) -> None:
         if not targets:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from supervisor.spec.notify import NotifyTargets
+from supervisor.spec.notify import NotifyTargets, PublicUrl
 from supervisor.spec.yamlsource import (
     Problem,
     SpecError,
@@ -211,6 +211,12 @@ class DaemonConfig(_Section):
         default=(),
         description="chat/webhook targets told about every job, besides the job's own "
         "`notify:` (docs/notifications.md)",
+    )
+    public_url: PublicUrl | None = Field(
+        default=None,
+        description="where users reach this daemon's API (usually a reverse proxy), e.g. "
+        "https://trainsup.example.org: notifications link to the job's page "
+        "<public_url>/jobs/<id>; null = no link",
     )
 
     @field_validator("preflight", mode="before")

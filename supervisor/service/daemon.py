@@ -40,7 +40,7 @@ from supervisor.service.config import DaemonConfig
 from supervisor.service.sdnotify import SdNotify
 from supervisor.service.store import ACTIVE, TERMINAL, Store, StoreError
 from supervisor.spec import SpecError, parse_spec
-from supervisor.spec.notify import NotifyTarget
+from supervisor.spec.notify import NotifyTarget, job_page
 
 log = structlog.get_logger("trainsup.daemon")
 
@@ -402,6 +402,7 @@ class Daemon:
                 r.runner.job_dir,
                 job_name=r.runner.spec.name,
                 job_id=str(job_id),
+                link=job_page(self.config.public_url, job_id),
             )
             result = await r.runner.run()
         except JobSetupError as e:

@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -387,3 +387,47 @@ def _no_targets(value: Any) -> Any:
 
 
 NotifyTargets = Annotated[tuple[NotifyTarget, ...], BeforeValidator(_no_targets)]
+
+
+# --- the job's page, linked from Slack, Mattermost, Teams (and shown by the others)
+
+# The daemon API's route of one job (`GET /jobs/{id}`, supervisor/service/api.py).
+JOB_PAGE_PATH = "/jobs/{id}"
+
+
+def _public_url(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise _error("url", "must be a URL, e.g. https://trainsup.example.org")
+    value = expand_env(value.strip())
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise _error("url", "is not a URL: write http(s)://host[/prefix]") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise _error("url", "must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # The link is posted into chat channels for anyone there to read.
+        raise _error("url", "must not hold a user or password: it is posted in chat messages")
+    if parts.query or parts.fragment:
+        raise _error("url", "must not have a ?query or #fragment: the job's path is appended")
+    return value.rstrip("/")
+
+
+PublicUrl = Annotated[
+    str,
+    BeforeValidator(_public_url),
+    WithJsonSchema(
+        {"type": "string", "format": "uri", "examples": ["https://trainsup.example.org"]}
+    ),
+]
+
+
+def job_page(public_url: str | None, job_id: object) -> str | None:
+    """The job's page under `public_url` (the address of the daemon's API, usually a reverse
+    proxy in front of it): `https://trainsup.example.org/jobs/12`; None when there is no
+    public URL or no job id (`trainsup run` has neither: it serves no page)."""
+    if not public_url or job_id is None:
+        return None
+    return public_url.rstrip("/") + JOB_PAGE_PATH.format(id=quote(str(job_id), safe=""))
