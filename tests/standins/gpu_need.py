@@ -49,10 +49,13 @@ class NetProfile:
     height: int
 
 
-# Walked from Debian's yolov3-tiny.cfg and yolov3.cfg (`profile_of`); fixed here so the bench
-# needs no cfg files. tests/test_memory_model.py checks they match the walk.
+# Walked from Debian's yolov3-tiny, yolov3, yolov2 and yolov3-spp cfgs (`profile_of`); fixed
+# here so the bench needs no cfg files. tests/test_memory_model.py checks they match the walk.
 TINY = NetProfile("yolov3-tiny", weights_mib=101.3, act_mib=77.5, width=416, height=416)
 FULL = NetProfile("yolov3", weights_mib=708.7, act_mib=1095.6, width=608, height=608)
+YOLOV2 = NetProfile("yolov2", weights_mib=562.9, act_mib=445.2, width=608, height=608)
+SPP = NetProfile("yolov3-spp", weights_mib=720.7, act_mib=1104.1, width=608, height=608)
+PROFILES = {p.name: p for p in (TINY, FULL, YOLOV2, SPP)}
 
 
 def _i(options: dict[str, str], key: str, default: int) -> int:
