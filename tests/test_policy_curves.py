@@ -183,3 +183,38 @@ def test_the_defaults_lose_at_most_two_points_on_a_real_run_that_learns(name: st
     curve = load_curve(name)
     stop = first_stop(Policy(), curve)
     assert best_map(curve) - kept_map(curve, stop) <= 0.02, stop
+
+
+# --- analyze without --cfg: max_batches from darknet's recipe, said out loud ---------------------
+
+
+def test_a_log_without_its_cfg_gets_max_batches_from_recipe_steps_and_says_so(
+    logs_dir: Path,
+) -> None:
+    # Shared log 17 (AlexeyAB, 1 134 → 2 000): the printed rate drops at 1 600 and 1 800, 80 %
+    # and 90 % of 2 000. Without max_batches the plateau's shares of the run could not act and
+    # the replay ran to the end; with it, the evaluation after the last step (1 900) shows no
+    # gain over 94.2 % (1 600) and the rule stops there. The output says it assumed 2 000.
+    from supervisor.darknet.analyze import analyze_log, format_analysis
+
+    log = logs_dir / "17_alexeyab-yolov4-trafficsigns-colabtail-mihalsabados.log"
+    a = analyze_log(log, Policy(rules=(Plateau(),)))
+    assert a.schedule.steps == (1600, 1800) and a.schedule.max_batches == 2000
+    assert "assumed from the steps 1600,1800" in format_analysis(a)
+    assert a.to_json()["schedule"]["max_batches_from"].startswith("assumed")
+    assert a.stop is not None and a.stop.iteration == 1900, a.stop
+    unknown = dataclasses.replace(a.schedule, max_batches=None, max_batches_from="")
+    assert analyze_log(log, Policy(rules=(Plateau(),)), unknown).stop is None
+
+
+def test_steps_elsewhere_assume_no_max_batches(logs_dir: Path) -> None:
+    from supervisor.darknet.analyze import analyze_log, format_analysis
+    from supervisor.training.schedule import recipe_max_batches
+
+    # Log 04 prints no step; one step (5 400) or a run past the guess says nothing either.
+    a = analyze_log(logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log", Policy(rules=()))
+    assert a.schedule.max_batches is None and "max_batches: unknown" in format_analysis(a)
+    assert recipe_max_batches((5400,), 6000) is None
+    assert recipe_max_batches((1600, 1800), 2500) is None
+    assert recipe_max_batches((1000, 1800), 2000) is None
+    assert recipe_max_batches((1440, 1620), 1800) == 1800

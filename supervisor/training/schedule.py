@@ -2,7 +2,9 @@
 
 A live job reads it from the cfg. A replayed log may come without its cfg: `infer_schedule`
 then reconstructs it from the learning rate darknet prints on every iteration line (it rises
-during burn_in and falls at each step), which is config, not outcome, so using it is fair.
+during burn_in and falls at each step), which is config, not outcome, so using it is fair;
+max_batches, which no iteration line shows, is assumed only where the steps sit at darknet's
+recipe (80 % and 90 % of it), and `max_batches_from` says so.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class Schedule:
     scales: tuple[float, ...] = ()
     max_batches: int | None = None
     inferred: bool = False
+    # Where max_batches came from when no cfg said it, in words for the output ("" = the cfg,
+    # or unknown when max_batches is None): an assumption must be shown, never silent.
+    max_batches_from: str = ""
 
     @property
     def last_rate_drop(self) -> int | None:
@@ -57,4 +62,36 @@ def infer_schedule(iterations: Iterable[Iteration]) -> Schedule:
         if r <= prev * 0.5 and after <= prev * 0.5 and i > burn_in:
             steps.append(i)
             scales.append(round(r / prev, 4))
-    return Schedule(burn_in=burn_in, steps=tuple(steps), scales=tuple(scales), inferred=True)
+    last = rates[-1][0]
+    max_batches = recipe_max_batches(tuple(steps), last)
+    return Schedule(
+        burn_in=burn_in,
+        steps=tuple(steps),
+        scales=tuple(scales),
+        max_batches=max_batches,
+        inferred=True,
+        max_batches_from=(
+            f"assumed from the steps {steps[0]},{steps[1]} at 80 %/90 % of it (darknet's recipe)"
+            if max_batches is not None
+            else ""
+        ),
+    )
+
+
+def recipe_max_batches(steps: tuple[int, ...], last_iteration: int) -> int | None:
+    """max_batches when two steps sit where darknet's recipe puts them, 80 % and 90 % of it
+    (AlexeyAB's README; most of the shared logs); None otherwise — one step, other ratios, or a
+    log that ran past the value (then it was not the recipe).
+
+    The rules that judge a share of the run (plateau patience, not_learning) need max_batches,
+    which no log line of pjreddie's prints; a replay without the cfg assumes this one and
+    says so.
+    """
+    if len(steps) != 2:
+        return None
+    first, second = steps
+    guess = round(second / 0.9)
+    # The printed rate may show a step an iteration late; 1 % of the run covers that.
+    if abs(first - 0.8 * guess) > max(2.0, 0.01 * guess) or guess < last_iteration:
+        return None
+    return guess
