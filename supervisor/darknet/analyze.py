@@ -137,6 +137,8 @@ class Analysis:
                 "burn_in": self.schedule.burn_in,
                 "steps": list(self.schedule.steps),
                 "inferred": self.schedule.inferred,
+                "max_batches": self.schedule.max_batches,
+                "max_batches_from": self.schedule.max_batches_from or None,
             },
             "evaluations": [
                 {
@@ -417,6 +419,22 @@ def analyze_log(
     )
 
 
+def _max_batches_line(s: Schedule) -> str:
+    """What the rules that judge a share of the run were told, and on what ground."""
+    if s.max_batches is not None and not s.max_batches_from:
+        return f"max_batches: {s.max_batches}"
+    if s.max_batches is not None:
+        return (
+            f"max_batches: {s.max_batches}, {s.max_batches_from}; the rules that judge a "
+            "share of the run use it (give --cfg to be sure)"
+        )
+    return (
+        "max_batches: unknown (not in the log, and the steps are not at 80 %/90 % of one): "
+        "plateau and not_learning use their absolute settings (patience, after); give --cfg "
+        "for the shares of the run"
+    )
+
+
 def format_analysis(a: Analysis, rows: int = 20) -> str:
     """The human report: the curve, each evaluation, where the policy stops and what it keeps."""
     h = a.history
@@ -437,6 +455,7 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         src = "from the printed learning rate" if s.inferred else "from the cfg"
         steps = ",".join(map(str, s.steps)) or "none seen"
         out.append(f"schedule ({src}): burn_in {s.burn_in}, steps {steps}")
+        out.append(_max_batches_line(s))
         out.append("")
         out.append(f"{'iteration':>10}  {'avg loss':>10}  {'mAP':>8}")
         evals = {e.iteration: e for e in h.evaluations}
