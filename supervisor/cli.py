@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import click
 
@@ -139,6 +139,49 @@ def analyze(
         _dump(a.to_json())
     else:
         click.echo(format_analysis(a))
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the image [default: JOB_DIR/chart.png, or ./<LOG name>.chart.png].",
+)
+@click.option("--svg", is_flag=True, help="Write SVG instead of PNG.")
+def chart(target: Path, output: Path | None, svg: bool) -> None:
+    """Draw the chart of a job dir (TARGET is JOB_DIR) or of any darknet LOG.
+
+    Loss and avg loss, mAP with the best marked, IoU, learning-rate steps, relaunches, the stop
+    point with its rule and the kept weights. A LOG gets the stop and weights that `trainsup
+    analyze` finds for it.
+    """
+    from supervisor.darknet.logparse import LogReadError
+    from supervisor.report.chart import write_chart
+    from supervisor.runtime.chart_listener import chart_of_job_dir, chart_of_log
+
+    fmt: Literal["png", "svg"] = "svg" if svg else "png"
+    if target.is_dir():
+        if not (target / "events.jsonl").is_file():
+            click.echo(f"error: {target} is not a job dir (no events.jsonl in it)", err=True)
+            sys.exit(2)
+        data = chart_of_job_dir(target)
+        out = output or target / f"chart.{fmt}"
+    else:
+        try:
+            data = chart_of_log(target)
+        except LogReadError as e:
+            click.echo(str(e), err=True)
+            sys.exit(2)
+        out = output or Path(f"{target.stem}.chart.{fmt}")
+    try:
+        write_chart(out, data, fmt)
+    except OSError as e:
+        click.echo(f"error: cannot write {out}: {e}", err=True)
+        sys.exit(2)
+    click.echo(str(out))
 
 
 def _load_spec(path: Path) -> Any:
@@ -365,12 +408,17 @@ def _run_job(
     async def go() -> Any:
         from supervisor.notify.listener import NOTIFY_FLUSH_S, attach_notifications
         from supervisor.report.report import add_to_report
+        from supervisor.runtime.chart_listener import attach_chart
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
         runner.prepare()  # a refused job dir gets no outbox
+        # chart.png after each evaluation and at the end, drawn off the event loop.
+        chart = attach_chart(
+            runner.bus.subscribe, runner.job_dir, lambda: runner.history, schedule=runner.schedule
+        )
         notes = attach_notifications(
             runner.bus.subscribe,
             runner.spec.notify,
@@ -380,6 +428,7 @@ def _run_job(
         try:
             result = await runner.run()
         finally:
+            await asyncio.to_thread(chart.close)  # the final chart, before the command ends
             # Messages still undelivered after the flush stay in the job dir's outbox.
             notes_left[0] = await notes.flush(NOTIFY_FLUSH_S)
             summary = notes.summary()

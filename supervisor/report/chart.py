@@ -353,11 +353,11 @@ def render(
             xytext=(-10 if right else 10, -14 if high else 8),
             textcoords="offset points", ha="right" if right else "left", fontsize=8,
         )  # fmt: skip
-    for k in d.kept:
-        if k.map is None:
-            continue
+    rings = [k for k in d.kept if k.map is not None]
+    for n, k in enumerate(rings):
+        assert k.map is not None
         low.plot([k.iteration], [k.map * 100], marker="o", ms=12, mfc="none", mec=_STOP, mew=1.3,
-                 ls="none", zorder=5, label=f"kept ({k.role})")  # fmt: skip
+                 ls="none", zorder=5, label="kept weights" if n == 0 else None)  # fmt: skip
     _mark_x(low, d, labels=False)
     if not d.evaluations and not d.invalid:
         low.text(0.5, 0.55, "no mAP evaluation in this run", transform=low.transAxes,
@@ -475,3 +475,6 @@ def write_chart(path: Path, data: ChartData, fmt: Format = "png") -> None:
     """Draw `data` and replace `path` atomically: a reader (a web page, a chat upload) never
     sees a half-written image."""
     write_bytes_atomic(path, render(data, fmt))
+    # The temp file's 0600 would hide the chart from the web page or a colleague; a chart
+    # holds nothing secret (the job dir's own mode guards what needs guarding).
+    path.chmod(0o644)

@@ -304,6 +304,7 @@ class ChartListener:
             with self._lock:
                 data = self.facts.data(h, schedule=self._schedule, title=title)
             write_bytes_atomic(self.path, self._draw(data))
+            self.path.chmod(0o644)  # as `write_chart`: readable by the web page
             self.drawn += 1
         except Exception as e:  # a chart must never stop a training
             self.failures += 1
