@@ -28,7 +28,7 @@ No observation of the cfg at all: no prediction (`None`); the cfg's own value is
 
 Record a peak only for a launch that did not run out of memory: one that did reached less than
 its need. The model never changes `batch` (darknet-facts §4); `pick_subdivisions` only chooses
-among values that divide `batch`, so the effective batch and the iteration count stay.
+values that keep the images per iteration, so the effective batch and the iteration count stay.
 """
 
 from __future__ import annotations
@@ -232,7 +232,13 @@ class MemoryModel:
         if pred is None and not key.map_on:
             other = [e for e in self.entries if e.key.fingerprint == key.fingerprint]
             pred = self._from_peaks(key, [e for e in other if e.key.map_on])
-        return _bounded(pred, key, same)
+        # An out-of-memory without -map bounds the need with -map too (it only adds).
+        bounding = [
+            e
+            for e in self.entries
+            if e.key.fingerprint == key.fingerprint and (e.key.map_on == key.map_on or key.map_on)
+        ]
+        return _bounded(pred, key, bounding)
 
     def _from_peaks(self, key: MemoryKey, same: list[Entry]) -> Prediction | None:
         exact = [e for e in same if e.key == key and e.peak_mib is not None]
@@ -400,9 +406,12 @@ class Pick:
 
 
 def _candidates(batch: int, current: int, tune: bool) -> list[int]:
-    divisors = [s for s in range(1, batch + 1) if batch % s == 0]
+    """Values that keep the images per iteration ((batch ÷ s) × s) of the cfg's own, as the
+    ladder's `next_subdivisions` does: the weights' `seen` maps to the same iteration."""
+    per_iteration = (batch // current) * current
+    keep = [s for s in range(1, batch + 1) if (batch // s) * s == per_iteration]
     low = 1 if tune else current
-    return sorted({s for s in divisors if s >= low} | {current})
+    return sorted({s for s in keep if s >= low} | {current})
 
 
 def pick_subdivisions(
@@ -415,7 +424,8 @@ def pick_subdivisions(
     *,
     tune: bool = False,
 ) -> Pick:
-    """The smallest `subdivisions` (a divisor of `batch`, so the effective batch stays) whose
+    """The smallest `subdivisions` (one that keeps the images per iteration, so the effective
+    batch and the iteration count stay) whose
     predicted peak fits under (1 − headroom) × `free_mib`; never below the cfg's own value
     unless `tune`, and then only where the prediction is a value, not a guess."""
     limit = (1 - headroom) * free_mib
