@@ -90,7 +90,9 @@ class ChartFacts:
         self._rates: list[tuple[int, float]] = []
         self._run_len = 0
         self.relaunches: list[int] = []
-        self._relaunched_since_launch = False
+        # A relaunch says so up to three times (the runner's Relaunched record, the wrapper's
+        # launch marker, the parser's repeat of iterations): one mark for the lot.
+        self._since_mark = 2  # iteration lines since the last relaunch mark
         self.stop: Stop | None = None
         self.kept: list[Kept] = []
         self.max_batches: int | None = None
@@ -109,9 +111,7 @@ class ChartFacts:
                 )  # fmt: skip
         elif kind == "Relaunched":
             it = rec.get("iteration")
-            if isinstance(it, int):
-                self.relaunches.append(it)
-            self._relaunched_since_launch = True
+            self._mark(it if isinstance(it, int) else self.last_iteration)
         elif kind == "Finished":
             self.kept = kept_of(rec.get("kept"))
         elif kind == "JobStarted" and isinstance(rec.get("max_iterations"), int):
@@ -125,6 +125,7 @@ class ChartFacts:
         if self.history is not None:
             self.history = self.history.add(ev)
         if isinstance(ev, Iteration):
+            self._since_mark += 1
             self.last_iteration = ev.iteration
             self.loss.add(ev.iteration, ev.loss)
             self._add_rate(ev.iteration, ev.rate)
@@ -133,12 +134,14 @@ class ChartFacts:
                 self.layer_iou.add(ev.iteration, ev.mean_iou)
         elif isinstance(ev, IterationsRepeated):
             # A resume (in a user's log there are no launch markers): where counting restarted.
-            if not self._relaunched_since_launch:
-                self.relaunches.append(ev.to_iteration)
-        elif isinstance(ev, Launch):
-            if ev.number > 1 and not self._relaunched_since_launch and self.last_iteration:
-                self.relaunches.append(self.last_iteration)
-            self._relaunched_since_launch = False
+            self._mark(ev.to_iteration)
+        elif isinstance(ev, Launch) and ev.number > 1:
+            self._mark(self.last_iteration)
+
+    def _mark(self, iteration: int) -> None:
+        if self._since_mark > 1:
+            self.relaunches.append(iteration)
+        self._since_mark = 0
 
     def _add_rate(self, iteration: int, rate: float) -> None:
         if not (rate > 0 and math.isfinite(rate)):
