@@ -194,8 +194,11 @@ def _setting(k: MemoryKey) -> str:
 
 
 def _gpu(e: Entry) -> str:
-    size = f"a {e.total_mib / 1024:.0f} GB GPU, " if e.total_mib else ""
-    return f"{size}{e.key.gpu_model}" if size else e.key.gpu_model
+    """ "NVIDIA GeForce RTX 3060 (12 GB)"; a name that says its size already stays as it is."""
+    name = e.key.gpu_model
+    if e.total_mib and "GB" not in name:
+        return f"{name} ({e.total_mib / 1024:.0f} GB)"
+    return name
 
 
 @dataclass(frozen=True, slots=True)
