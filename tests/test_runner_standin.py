@@ -78,6 +78,7 @@ class Job:
             if during is not None:
                 during(r, p)
 
+        config = {"backoff": 0.01, **config}  # relaunch backoff in milliseconds, not 10 s
         cfg = RunnerConfig(poll=0.02, tick=0.2, grace=3.0, checkpoint_every=0.0, **config)
         r = JobRunner(load_spec(self.file), self.dir, cfg, progress)
         return r
@@ -436,7 +437,8 @@ def test_out_of_memory_raises_subdivisions_and_the_count_goes_on(
     assert result.status == "finished", r["cause"]
     relaunched = job.events("Relaunched")
     assert [e["change"] for e in relaunched] == [{"subdivisions": 2}, {"subdivisions": 4}]
-    assert relaunched[0]["reason"].startswith("out of memory at iteration 150 (mini-batch 8)")
+    assert relaunched[0]["reason"].startswith("out of memory at iteration 150 (mini-batch 8 at")
+    assert ", resuming from iteration 100" in relaunched[0]["reason"]
     assert "subdivisions=2 (batch still 8" in relaunched[0]["reason"]
     assert all(e["iteration"] == 100 for e in relaunched)  # from the newest complete save
     starts = [c.split()[1] for c in job.calls.read_text().splitlines() if c.startswith("train")]

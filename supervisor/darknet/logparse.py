@@ -362,6 +362,12 @@ class LogParser:
         return self._flavour
 
     @property
+    def evaluating(self) -> bool:
+        """An mAP evaluation block has begun and not yet printed its result (the runner: an
+        out-of-memory here is `-map`'s, and the stall watchdog waits)."""
+        return self._eval is not None
+
+    @property
     def summary(self) -> LogSummary:
         """Flavour, lines read and events emitted per event type so far."""
         return LogSummary(flavour=self._flavour, lines=self._lineno, counts=dict(self._counts))
@@ -737,6 +743,8 @@ class LogParser:
             self._eval = _Eval()
             if self._rank < 2:
                 self._hint("alexeyab")
+        elif "alculating mAP (mean average precision)" in s:
+            self._eval = _Eval()  # hank-ai's opening line (docs/hankai.md): no flavour hint
         return None
 
     def _map_result(self, m: re.Match[str], s: str) -> list[Event] | None:

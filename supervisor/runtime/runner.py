@@ -54,11 +54,14 @@ from supervisor.runtime.progress import Progress, format_progress
 from supervisor.runtime.records import EventsFile, to_record
 from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
 from supervisor.runtime.tail import LogTail, read_lines_until
+from supervisor.runtime.watchdog import STALL_FLOOR_S, STALL_K, LaunchState, StallWatchdog
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
+from supervisor.training.backoff import CAP_S, FIRST_S, RESET_S, Backoff
 from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
 from supervisor.training.events import (
     Event,
     Flavour,
+    GpuError,
     Iteration,
     Launch,
     MapResult,
@@ -66,7 +69,7 @@ from supervisor.training.events import (
     WeightsSaved,
 )
 from supervisor.training.history import Evaluation, History
-from supervisor.training.memory import MemorySetting
+from supervisor.training.memory import GpuUse, MemorySetting, OomContext, fmt_int
 from supervisor.training.policy import Evaluate, Policy, Stop
 from supervisor.training.retention import Snapshot, plan_retention
 from supervisor.training.schedule import Schedule
@@ -111,8 +114,13 @@ class RunnerConfig:
             max(eval_timeout_floor, 5 × the longest so far).
         eval_timeout_floor: see above.
         end_eval_wait: longest wait, in seconds, for pending evaluations once darknet ended.
-        max_relaunches: relaunches a job may have (out-of-memory steps, resumes); then it
-            fails with its report.
+        max_relaunches: overrides the job's `memory.max_relaunches` (None: the job's).
+        stall_k, stall_floor: darknet is hung when no iteration line came for
+            max(stall_k × the median seconds per iteration, stall_floor seconds)
+            (`runtime/watchdog.py`); then it is killed and relaunched.
+        backoff, backoff_cap, backoff_reset: seconds before a relaunch after a failure,
+            doubling per quick failure in a row up to the cap; a launch that ran
+            `backoff_reset` seconds starts the count over (`training/backoff.py`).
         binary_override: run this binary whatever the spec says (tests, `trainsup demo`).
     """
 
@@ -124,7 +132,12 @@ class RunnerConfig:
     first_eval_timeout: float = 1800.0
     eval_timeout_floor: float = 120.0
     end_eval_wait: float = 3600.0
-    max_relaunches: int = 6
+    max_relaunches: int | None = None
+    stall_k: float = STALL_K
+    stall_floor: float = STALL_FLOOR_S
+    backoff: float = FIRST_S
+    backoff_cap: float = CAP_S
+    backoff_reset: float = RESET_S
     binary_override: str | None = None
 
 
@@ -188,6 +201,18 @@ class JobRunner:
         self._prepared = False
         self._launch_line = 0  # the parser line of the current launch's marker
         self._failures: list[str] = []
+        # What the current launch is doing (start, resize, -map, mid-run), whether it hung,
+        # and the relaunch backoff: small modules of their own, fed from here.
+        self.launch_state = LaunchState()
+        self.watchdog = StallWatchdog(self.config.stall_k, self.config.stall_floor)
+        self._backoff = Backoff(
+            self.config.backoff, self.config.backoff_cap, self.config.backoff_reset
+        )
+        self._failures_in_a_row = 0
+        self._launched_at = time.monotonic()
+        self._read_at = time.monotonic()
+        self._stalled: str | None = None
+        self._oom: OomContext | None = None
 
     @classmethod
     def for_job_dir(
@@ -393,7 +418,11 @@ class JobRunner:
             decision = classify_end(self.history, self._end_facts(handle))
             if isinstance(decision, End):
                 return decision
-            handle, proc = self._relaunch(decision)
+            relaunched = await self._relaunch(decision)
+            if relaunched is None:  # stopped while waiting out the backoff
+                stop = self.stop_decision
+                return End("stopped", stop.reason if stop else "stopped at once by the user")
+            handle, proc = relaunched
 
     def _on_internal_error(self, e: Exception, handle: launch.LaunchHandle) -> bool:
         """An error of the supervisor itself: stop gracefully (True: keep watching), or, when
@@ -435,7 +464,23 @@ class JobRunner:
             await self._act_on_stop(handle)
             if self._detach and not self._terminated:
                 return
+            await self._check_stall(handle)
             await asyncio.sleep(self.config.poll)
+
+    async def _check_stall(self, handle: launch.LaunchHandle) -> None:
+        """A hung darknet (no iteration line for too long) is killed; `classify_end` then
+        relaunches it. Not while a stop is under way: that has its own bounded wait."""
+        if self._stalled is not None or self._terminated:
+            return
+        if self.stop_decision is not None or self._kill_now:
+            return
+        why = self.watchdog.check(time.monotonic(), busy=self.launch_state.evaluating)
+        if why is None:
+            return
+        self._stalled = why
+        log.warning("darknet hung", job=self.spec.name, pid=handle.pid, why=why)
+        self._publish("Stalled", iteration=self.history.iteration, reason=why, pid=handle.pid)
+        await launch.terminate(handle, self.config.grace)
 
     async def _drain_log(self, handle: launch.LaunchHandle, proc: Any) -> None:
         if proc is not None:
@@ -449,6 +494,7 @@ class JobRunner:
         self._checkpoint(force=True)
 
     def _read_log(self) -> None:
+        self._read_at = time.monotonic()  # one time per read: lines arrive in bursts
         lines = self.tail.read_lines()
         while lines:
             for line in lines:
@@ -481,6 +527,9 @@ class JobRunner:
             cwd=self.files.run,
         )
         write_json_atomic(self.job_dir / "launch.json", handle.to_json())
+        self._launched_at = time.monotonic()
+        self._stalled = None
+        self._oom = None
         self._launches.append(
             {"number": number, "pid": handle.pid, "reason": reason, "weights": weights}
         )
@@ -489,8 +538,9 @@ class JobRunner:
         self._publish("Launched", number=number, pid=handle.pid, reason=reason, weights=weights)
         return handle, proc
 
-    def _relaunch(self, decision: Relaunch) -> tuple[launch.LaunchHandle, Any]:
-        """Resume from the newest complete weights (never `-clear`: the count continues)."""
+    async def _relaunch(self, decision: Relaunch) -> tuple[launch.LaunchHandle, Any] | None:
+        """Resume from the newest complete weights (never `-clear`: the count continues),
+        after the backoff; None when a stop was asked for meanwhile."""
         if decision.failure is not None:
             self._failures.append(decision.failure)
         if decision.cfg_changes:
@@ -498,6 +548,8 @@ class JobRunner:
             self.cfg.apply(dict(decision.cfg_changes))
             self.cfg.save(self.files.cfg, darknet_form=True)
             self.snapshots.subdivisions = self.cfg.subdivisions
+        if decision.drop_map:
+            self._evaluate_ourselves()
         newest = newest_weights(
             self.files.backup,
             self.flavour,
@@ -507,16 +559,61 @@ class JobRunner:
             expected_size=self.snapshots.expected_size,
         )
         weights = newest.path if newest else self.spec.darknet.weights
+        resumed = newest.iteration if newest else 0
+        delay = 0.0
+        reason = decision.reason
+        if decision.kind != "resume":
+            # A resume after the supervisor was down is nobody's failure: no backoff.
+            ran = time.monotonic() - self._launched_at
+            self._failures_in_a_row = self._backoff.failures_in_a_row(self._failures_in_a_row, ran)
+            delay = self._backoff.delay(self._failures_in_a_row)
+            reason += (
+                f", resuming from iteration {fmt_int(resumed)}"
+                if newest
+                else ", starting again from the initial weights (no complete save yet)"
+            )
+            if delay > 0:
+                reason += f"; {self._backoff.words(self._failures_in_a_row)}"
         self._publish(
             "Relaunched",
-            reason=decision.reason,
+            reason=reason,
+            trigger=decision.kind,
             change=dict(decision.cfg_changes),
+            drop_map=decision.drop_map,
+            numbers=dict(decision.numbers),
             weights=weights,
-            iteration=newest.iteration if newest else 0,
+            iteration=resumed,
+            backoff_s=delay,
         )
+        if self._launches:
+            self._launches[-1]["ended_by"] = {
+                "trigger": decision.kind,
+                "reason": reason,
+                "change": dict(decision.cfg_changes),
+                "drop_map": decision.drop_map,
+                "backoff_s": delay,
+                "resumed_from": resumed,
+            }
+        if not await self._wait_backoff(delay):
+            return None
         self._unwatched_end = False
         self._pending_save = None
-        return self._launch(weights, decision.reason, resume=newest is not None)
+        return self._launch(weights, reason, resume=newest is not None)
+
+    async def _wait_backoff(self, delay: float) -> bool:
+        """Sleep `delay` seconds; False when a stop came meanwhile (nothing runs to stop)."""
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            if self.stop_decision is not None or self._kill_now:
+                return False
+            await asyncio.sleep(min(self.config.poll, max(0.0, end - time.monotonic())))
+        return self.stop_decision is None and not self._kill_now
+
+    def _evaluate_ourselves(self) -> None:
+        """From now on the supervisor scores snapshots (`detector valid`) instead of darknet's
+        -map, which costs a second network's GPU memory in the training process."""
+        self.own_eval = True
+        self.policy = policy_for(self.spec, evaluate_every=self.spec.evaluation.every)
 
     def _end_facts(self, handle: launch.LaunchHandle) -> EndFacts:
         final = self.files.backup / self.names.final
@@ -532,10 +629,18 @@ class JobRunner:
                 self.cfg.batch,
                 self.cfg.subdivisions,
                 any(d.random for d in self.cfg.detection_layers()),
+                map=not self.own_eval,
+                width=self.cfg.width,
+                height=self.cfg.height,
+                allow_resize=self.spec.memory.allow_resize,
             ),
             relaunches=max(0, len(self._launches) - 1),
-            max_relaunches=self.config.max_relaunches,
+            max_relaunches=self.config.max_relaunches
+            if self.config.max_relaunches is not None
+            else self.spec.memory.max_relaunches,
             earlier_failures=tuple(self._failures),
+            oom=self._oom,
+            stalled=self._stalled,
         )
 
     # --- attach -------------------------------------------------------------------------------
@@ -554,6 +659,8 @@ class JobRunner:
         self.tail.offset = r.offset
         handle = self._handle_of_last_launch()
         self.argv = list(handle.argv)
+        if not self.own_eval and "-map" not in self.argv:
+            self._evaluate_ourselves()  # the memory ladder dropped -map before the restart
         # Published once the events file is open again (restore may have rewritten it).
         if handle.alive:
             self._held.append(("Attached", {"pid": handle.pid, "offset": r.offset}))
@@ -579,7 +686,15 @@ class JobRunner:
             ev = dataclasses.replace(ev, time=time.time())
         if isinstance(ev, Launch):
             self._launch_line = ev.line
+            self.launch_state.launched()
+            self.watchdog.launched()
+        self.launch_state.on_event(ev, evaluating=self.parser.evaluating)
+        if isinstance(ev, GpuError) and self._oom is None:
+            # When it happened (start, resize, -map, mid-run) chooses the ladder's first step.
+            it = ev.iteration if ev.iteration is not None else self.history.iteration
+            self._oom = self.launch_state.oom_context(it, self._gpu_use())
         if isinstance(ev, Iteration):
+            self.watchdog.on_iteration(self._read_at, ev.iteration)
             self._complete_pending_save(proof="iteration")
             self._rate.append((time.monotonic(), ev.iteration))
             self._rate = self._rate[-200:]
@@ -608,6 +723,10 @@ class JobRunner:
             self._decide()
         if isinstance(ev, Iteration | MapResult):
             self._progress()
+
+    def _gpu_use(self) -> GpuUse | None:
+        """The job's GPU as last sampled, for the words of an out-of-memory relaunch."""
+        return None
 
     def _weights_path(self, printed: str) -> Path:
         p = Path(printed)

@@ -4,8 +4,10 @@ darknet's exit status proves little on its own (facts §5): pjreddie exits 0 whe
 a label file or the backup dir, and Debian's build sometimes segfaults after writing
 `_final.weights`. So the end is read from what the job dir shows — the wrapper's exit record,
 whether a complete `_final` exists, what darknet printed — as plain facts gathered by the
-runner, and classified here. A relaunch (resume after the supervisor was down; later OOM and
-stall recovery) is a decision this module returns and the runner carries out in one place.
+runner, and classified here. A relaunch (resume after the supervisor was down, a step of the
+out-of-memory ladder, the recovery of a hung darknet) is a decision this module returns and the
+runner carries out in one place; the crash-loop guard and the relaunch budget end a job whose
+relaunches would not end differently.
 """
 
 from __future__ import annotations
@@ -17,9 +19,23 @@ from typing import Any, Literal
 from supervisor.training.diagnose import gpu_advice
 from supervisor.training.events import FatalError, GpuError
 from supervisor.training.history import History
-from supervisor.training.memory import MemorySetting, memory_error, next_memory_step
+from supervisor.training.memory import (
+    MemorySetting,
+    OomContext,
+    fmt_int,
+    ladder_left,
+    memory_error,
+    next_memory_step,
+)
 
 Status = Literal["finished", "stopped", "failed", "killed", "cancelled", "detached"]
+RelaunchKind = Literal["resume", "memory", "stall"]
+
+HANG_ADVICE = (
+    "a darknet that stops printing without exiting is most often a CUDA driver or GPU fault: "
+    "look for Xid errors in `dmesg`, check `nvidia-smi` (temperature, other processes) and "
+    "the driver version, then resume with `trainsup run --attach`"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,10 @@ class EndFacts:
         earlier_failures: what each earlier relaunched launch ended of, as `Relaunch.failure`
             keys, for the crash-loop guard: the same failure in the same place with the same
             settings twice stops the job — no relaunch would end differently.
+        oom: when and where the memory ran out (the runner's reading of the log around the
+            error: start, resize, -map, mid-run); None = mid-run at the last iteration.
+        stalled: the watchdog killed this launch as hung, in words ("no iteration line for
+            312 s after iteration 150 …"); None = it did not.
     """
 
     exit: Mapping[str, Any] | None
@@ -55,6 +75,8 @@ class EndFacts:
     relaunches: int = 0
     max_relaunches: int = 6
     earlier_failures: tuple[str, ...] = ()
+    oom: OomContext | None = None
+    stalled: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +93,17 @@ class Relaunch:
         reason: in words, for the events and the report.
         cfg_changes: `[net]`/layer options to patch before the relaunch (none for a resume).
         numbers: the figures behind the reason.
+        failure: what ended the launch, where, with what settings (the crash-loop guard).
+        kind: why: a resume (nobody's failure: no backoff), a memory step, a stall.
+        drop_map: relaunch without `-map`; the supervisor evaluates from now on.
     """
 
     reason: str
     cfg_changes: Mapping[str, int | float | str] = field(default_factory=dict)
     numbers: Mapping[str, int | float] = field(default_factory=dict)
-    failure: str | None = None  # what ended the launch, where, with what settings (the guard)
+    failure: str | None = None
+    kind: RelaunchKind = "resume"
+    drop_map: bool = False
 
 
 def errors(h: History) -> list[GpuError | FatalError]:
@@ -112,9 +139,9 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
         )
     oom = memory_error(facts.launch_errors)
     if oom is not None and facts.memory is not None:
-        relaunch = _memory_relaunch(h, facts, oom)
-        if relaunch is not None:
-            return relaunch
+        return _memory_relaunch(h, facts, oom)
+    if facts.stalled is not None:
+        return _stall_relaunch(h, facts)
     if facts.exit is None:
         return End("killed", "darknet and its wrapper were killed (no exit record)")
     if h.gpu_errors:
@@ -127,26 +154,97 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
     return End("failed", f"darknet failed ({_how(facts.exit)}){detail}")
 
 
-def _memory_relaunch(h: History, facts: EndFacts, oom: GpuError) -> Relaunch | None:
-    """The next step of the memory ladder, unless the job is out of steps or relaunches, or
-    the same failure came at the same iteration before (a loop no setting will break)."""
-    assert facts.memory is not None
-    where = oom.iteration if oom.iteration is not None else h.iteration
-    key = f"out of memory at {where} with {facts.memory}"
-    if key in facts.earlier_failures:
-        return None
-    if facts.relaunches >= facts.max_relaunches:
-        return None
-    step = next_memory_step(facts.memory)
-    if step is None:
-        return None
+def _memory_relaunch(h: History, facts: EndFacts, oom: GpuError) -> End | Relaunch:
+    """The next step of the memory ladder — or the end, with what was tried, when the job is
+    out of steps or relaunches, or the same failure came in the same place with the same
+    setting before (a loop no relaunch will break)."""
     m = facts.memory
+    assert m is not None
+    where = oom.iteration if oom.iteration is not None else h.iteration
+    ctx = facts.oom or OomContext("mid_run", where)
+    what = f"out of memory {_when(ctx)} ({_circumstances(m, ctx)})"
+    advice = "advice: " + gpu_advice(oom.kind)
+    key = f"out of memory {ctx.phase} at {ctx.iteration} with {m.key()}"
+    if key in facts.earlier_failures:
+        return End(
+            "failed",
+            f"{what}, again with the same setting: a relaunch would end the same way; {advice}",
+        )
+    if facts.relaunches >= facts.max_relaunches:
+        return End(
+            "failed",
+            f"{what} after {facts.relaunches} relaunches (memory.max_relaunches = "
+            f"{facts.max_relaunches}); {advice}",
+        )
+    step = next_memory_step(m, ctx)
+    if step is None:
+        return End(
+            "failed", f"{what}, and the ladder has no step left ({ladder_left(m)}); {advice}"
+        )
+    numbers: dict[str, int | float] = {
+        "iteration": ctx.iteration,
+        "mini_batch": m.mini_batch,
+        "batch": m.batch,
+        "subdivisions": m.subdivisions,
+    }
+    if ctx.gpu is not None:
+        numbers.update(
+            gpu=ctx.gpu.index, gpu_used_mib=ctx.gpu.used_mib, gpu_total_mib=ctx.gpu.total_mib
+        )
     return Relaunch(
-        f"out of memory at iteration {where} (mini-batch {m.batch // m.subdivisions}): "
-        f"relaunched with {step.words}",
+        f"{what}: relaunched with {step.words}",
         cfg_changes=step.changes,
-        numbers={"iteration": where, "mini_batch": m.batch // m.subdivisions},
+        numbers=numbers,
         failure=key,
+        kind="memory",
+        drop_map=step.drop_map,
+    )
+
+
+def _when(ctx: OomContext) -> str:
+    at = fmt_int(ctx.iteration)
+    if ctx.phase == "start":
+        return f"at start, before the first iteration (resuming after iteration {at})"
+    if ctx.phase == "resize" and ctx.size is not None:
+        return f"at iteration {at}, right after resizing to {ctx.size[0]}×{ctx.size[1]}"
+    if ctx.phase == "map":
+        return f"during darknet's -map evaluation at iteration {at}"
+    return f"at iteration {at}"
+
+
+def _circumstances(m: MemorySetting, ctx: OomContext) -> str:
+    """ "mini-batch 8 at 608×608 on GPU 0, 11.7/12.0 GB used" """
+    w, h = ctx.size or (m.width, m.height)
+    words = f"mini-batch {m.mini_batch}" + (f" at {w}×{h}" if w and h else "")
+    if ctx.gpu is not None:
+        g = ctx.gpu
+        words += f" on GPU {g.index}, {g.used_mib / 1024:.1f}/{g.total_mib / 1024:.1f} GB used"
+    return words
+
+
+def _stall_relaunch(h: History, facts: EndFacts) -> End | Relaunch:
+    """A hung darknet was killed: relaunch it from its newest save — unless it hung at the
+    same place with the same setting before, or the relaunches are spent."""
+    setting = facts.memory.key() if facts.memory is not None else ""
+    key = f"hung after {h.iteration} with {setting}"
+    what = f"darknet hung: {facts.stalled}"
+    if key in facts.earlier_failures:
+        return End(
+            "failed",
+            f"{what}, the second time after iteration {fmt_int(h.iteration)}: a relaunch "
+            f"would hang the same way; advice: {HANG_ADVICE}",
+        )
+    if facts.relaunches >= facts.max_relaunches:
+        return End(
+            "failed",
+            f"{what}, after {facts.relaunches} relaunches (memory.max_relaunches = "
+            f"{facts.max_relaunches}); advice: {HANG_ADVICE}",
+        )
+    return Relaunch(
+        f"{what}: killed and relaunched from the newest complete weights",
+        numbers={"iteration": h.iteration},
+        failure=key,
+        kind="stall",
     )
 
 

@@ -15,6 +15,23 @@ the JSON file named by TRAINSUP_SCRIPT (every key optional):
     quality       [[iteration, share], …]: share of the valid boxes `valid` detects at weights
                   of that iteration (the last entry at or below it); default 0.5
     log           path of a file where each launch appends "train <start> <pid>" / "valid <it>"
+    flavour       "pjreddie" (default) or "alexeyab": AlexeyAB's iteration lines, `Resizing`
+                  lines, its -map block (with `-map`), `_last`/`_N`/`_best` saves, OOM words
+    resizes       [[after, size], …]: with random=1 in the cfg, resize to size×size after
+                  iteration `after` (-1: at every launch's start, as AlexeyAB resizes to its
+                  largest size first); a bigger input needs more memory
+    map_every     AlexeyAB with -map: evaluate every N iterations (default 100)
+    maps          [mAP, …]: what the evaluations print in turn (default 0.3, 0.4, … 0.9)
+    oom_words     "cuda" (default), "cudnn_alloc" (CUDNN_STATUS_ALLOC_FAILED) or "cudnn_algo"
+                  (no FWD algo found): what an out-of-memory prints
+    lose_stdout   pjreddie: stdout is lost at the abort (unflushed): only stderr's assertion
+
+The simulated GPU (TRAINSUP_SIM_GPU=<dir>, tests/standins/gpu_need.py): with it, training on
+`-gpus N` (default GPU 0; none with `-nogpu`) needs `gpu_need.need_mib(cfg…)` MiB — at the
+cfg's size, at a resize's size, and with -map's second network while AlexeyAB evaluates. When
+that exceeds the device's free memory the flavour's out-of-memory lines are printed (facts §6)
+and it exits as darknet does (pjreddie: SIGABRT; AlexeyAB: exit 1). Its use is in
+`<dir>/proc-<pid>.json` while it runs; SIGTERM removes it (darknet saves nothing on signals).
 
 Training prints pjreddie's iteration lines and, every 100 iterations, `Saving weights to`
 `<base>.backup` then (below 1000) `<base>_<i>.weights`, each written after its line as pjreddie
@@ -36,6 +53,7 @@ from typing import Any
 
 from supervisor.darknet.cfg import Cfg, DataFile
 from supervisor.darknet.weights import expected_weights_size, images_per_iteration
+from tests.standins import gpu_need
 
 
 def script() -> dict[str, Any]:
@@ -50,10 +68,10 @@ def note(s: dict[str, Any], text: str) -> None:
             f.write(text + "\n")
 
 
-def write_weights(path: Path, seen: int, size: int, seconds: float) -> None:
+def write_weights(path: Path, header: tuple[int, int, int, int], size: int, seconds: float) -> None:
     body = size - 20
     with path.open("wb") as f:
-        f.write(struct.pack("<iiiQ", 0, 2, 0, seen))
+        f.write(struct.pack("<iiiQ", *header))
         pieces = 20 if seconds > 0 else 1
         chunk = body // pieces
         for k in range(pieces):
@@ -63,29 +81,160 @@ def write_weights(path: Path, seen: int, size: int, seconds: float) -> None:
                 time.sleep(seconds / pieces)
 
 
+class SimGpu:
+    """This process's use of the simulated GPU (module docstring); inert without one."""
+
+    def __init__(self, args: list[str], cfg: Cfg, s: dict[str, Any]) -> None:
+        self.dir = gpu_need.sim_dir()
+        self.cfg, self.seed = cfg, int(s.get("sim_seed", 0))
+        gpus = args[args.index("-gpus") + 1] if "-gpus" in args else "0"
+        self.gpu = None if "-nogpu" in args or self.dir is None else int(gpus.split(",")[0])
+        self.used = 0.0
+
+    def fits(self, **setting: Any) -> bool:
+        """Take the memory this setting needs, if the device has it free."""
+        if self.dir is None or self.gpu is None:
+            return True
+        _forget_dead(self.dir)
+        need = gpu_need.need_mib(self.cfg, seed=self.seed, **setting)
+        if need > gpu_need.free_mib(self.dir, self.gpu, except_pid=os.getpid()):
+            return False
+        if need != self.used:
+            self.used = need
+            gpu_need.write_proc(self.dir, os.getpid(), self.gpu, need)
+        return True
+
+    def release(self) -> None:
+        if self.dir is not None:
+            gpu_need.remove_proc(self.dir, os.getpid())
+
+
+def _forget_dead(d: Path) -> None:
+    """A killed process's memory is freed by the driver: drop the files of dead stand-ins."""
+    for f in d.glob("proc-*.json"):
+        try:
+            os.kill(int(f.stem.split("-", 1)[1]), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def out_of_memory(flavour: str, s: dict[str, Any], gpu: SimGpu) -> int:
+    """Print the flavour's out-of-memory lines (facts §6) and end as it does."""
+    gpu.release()
+    words = s.get("oom_words", "cuda")
+    if flavour == "alexeyab":
+        if words == "cudnn_alloc":
+            lines = [
+                "cuDNN status Error in: file: ./src/convolutional_kernels.cu : () : line: 533",
+                " cuDNN Error: CUDNN_STATUS_ALLOC_FAILED",
+                "Darknet error location: ./src/dark_cuda.c, cudnn_check_error, line #204",
+            ]
+        elif words == "cudnn_algo":
+            lines = [" Error: cuDNN isn't found FWD algo for convolution."]
+        else:
+            lines = [
+                " Try to set subdivisions=64 in your cfg-file. ",
+                "CUDA status Error: file: ./src/dark_cuda.c : () : line: 492 : build time: -",
+                "",
+                " CUDA Error: out of memory",
+                "Darknet error location: ./src/dark_cuda.c, check_error, line #69",
+                "CUDA Error: out of memory: Success",
+            ]
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
+        return 1
+    # pjreddie: printf to stdout, then assert(0) → abort(): an unflushed stdout is lost.
+    sys.stdout.write("CUDA Error: out of memory\n")
+    if not s.get("lose_stdout"):
+        sys.stdout.flush()
+    print("darknet: ./src/cuda.c:36: check_error: Assertion `0' failed.", file=sys.stderr)
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGABRT)
+    return 134
+
+
 def train(args: list[str], s: dict[str, Any]) -> int:
     data, cfg_path = args[0], args[1]
     weights = args[2] if len(args) > 2 and not args[2].startswith("-") else None
     cfg = Cfg.load(cfg_path)
+    gpu = SimGpu(args, cfg, s)
+
+    def on_term(signum: int, frame: Any) -> None:
+        gpu.release()  # darknet saves nothing on signals (facts §5): die of the signal
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _train(args, s, data, cfg_path, weights, cfg, gpu)
+    finally:
+        gpu.release()
+
+
+def _train(
+    args: list[str],
+    s: dict[str, Any],
+    data: str,
+    cfg_path: str,
+    weights: str | None,
+    cfg: Cfg,
+    gpu: SimGpu,
+) -> int:
+    flavour = s.get("flavour", "pjreddie")
+    alexey = flavour == "alexeyab"
+    map_on = alexey and "-map" in args
     per_it = images_per_iteration(cfg.batch, cfg.subdivisions)
     size = expected_weights_size(cfg)
     assert size is not None
     backup = Path(DataFile.load(Path(data)).value("backup") or "backup")
     base = Path(cfg_path).name.split(".", 1)[0]
+    random = any(d.random for d in cfg.detection_layers())
+    resizes = {int(at): int(px) for at, px in s.get("resizes", [])} if random else {}
+    maps = list(s.get("maps", [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
     start = 0
     if weights:
         with open(weights, "rb") as f:
             start = struct.unpack("<iiiQ", f.read(20))[3] // per_it
     note(s, f"train {start} {os.getpid()}")
     print(f"{base}\nLearning Rate: 0.001, Momentum: 0.9, Decay: 0.0005", flush=True)
+    if not gpu.fits():
+        return out_of_memory(flavour, s, gpu)
+    side: int | None = None  # the input size after a resize (None: the cfg's)
+    best = -1.0
+    evaluations = 0
+
+    def save(name: str, i: int) -> None:
+        print(f"Saving weights to {backup / name}", file=sys.stderr, flush=True)
+        header = (0, 2, 5 if alexey else 0, i * per_it)
+        write_weights(backup / name, header, size, float(s.get("save_s", 0)))
+
     for i in range(start + 1, cfg.max_batches + 1):
+        px = resizes.get(-1) if i == start + 1 else None
+        px = resizes.get(i - 1, px)
+        if px is not None:
+            side = px
+            if alexey:
+                print(f"Resizing, random_coef = 1.40 \n\n {px} x {px} ", flush=True)
+            else:
+                print(f"Resizing\n{px}", flush=True)
+            if not gpu.fits(width=px, height=px):
+                return out_of_memory(flavour, s, gpu)
         time.sleep(float(s.get("iteration_s", 0.005)))
         loss = 5.0 / (1 + i / 50)
-        print(
-            f"{i}: {loss:.6f}, {loss * 1.05:.6f} avg, 0.001000 rate, 0.01 seconds, "
-            f"{i * per_it} images",
-            flush=True,
-        )
+        if alexey:
+            print(
+                f"\n {i}: {loss:.6f}, {loss * 1.05:.6f} avg loss, 0.001000 rate, 0.01 seconds, "
+                f"{i * per_it} images, 0.1 hours left",
+                flush=True,
+            )
+        else:
+            print(
+                f"{i}: {loss:.6f}, {loss * 1.05:.6f} avg, 0.001000 rate, 0.01 seconds, "
+                f"{i * per_it} images",
+                flush=True,
+            )
         if s.get("hang_at") == i:
             while True:
                 time.sleep(60)
@@ -96,16 +245,52 @@ def train(args: list[str], s: dict[str, Any]) -> int:
             print("CUDA Error: out of memory", flush=True)
             print("darknet: ./src/cuda.c:36: check_error: Assertion `0' failed.", flush=True)
             return 1
-        if i % 100 == 0 or i == cfg.max_batches:
-            names = [f"{base}.backup"]
-            if i < 1000 and i % 100 == 0:
+        new_best = False
+        if map_on and (i % int(s.get("map_every", 100)) == 0 or i == cfg.max_batches):
+            print(" calculation mAP (mean average precision)...", flush=True)
+            if not gpu.fits(map_on=True):
+                return out_of_memory(flavour, s, gpu)
+            value = maps[min(evaluations, len(maps) - 1)]
+            evaluations += 1
+            print_map_block(value)
+            new_best = value > best
+            best = max(best, value)
+            gpu.fits(width=side, height=side)  # back to training's need
+        if alexey:
+            names = []
+            if new_best:
+                names.append(f"{base}_best.weights")
+            if i % 1000 == 0:
                 names.append(f"{base}_{i}.weights")
+            if i % 100 == 0:
+                names.append(f"{base}_last.weights")
             if i == cfg.max_batches:
-                names = [f"{base}_final.weights"]
-            for name in names:
-                print(f"Saving weights to {backup / name}", file=sys.stderr, flush=True)
-                write_weights(backup / name, i * per_it, size, float(s.get("save_s", 0)))
+                names.append(f"{base}_final.weights")
+        else:
+            names = []
+            if i % 100 == 0 or i == cfg.max_batches:
+                names = [f"{base}.backup"]
+                if i < 1000 and i % 100 == 0:
+                    names.append(f"{base}_{i}.weights")
+                if i == cfg.max_batches:
+                    names = [f"{base}_final.weights"]
+        for name in names:
+            save(name, i)
     return 0
+
+
+def print_map_block(value: float) -> None:
+    """AlexeyAB's -map block (facts §2), with one class."""
+    pct = value * 100
+    for line in (
+        f"class_id = 0, name = shape, ap = {pct:.2f}%   \t (TP = 10, FP = 2) ",
+        " for conf_thresh = 0.25, precision = 0.83, recall = 0.50, F1-score = 0.62 ",
+        " for conf_thresh = 0.25, TP = 10, FP = 2, FN = 10, average IoU = 60.00 % ",
+        " IoU threshold = 50 %, used Area-Under-Curve for each unique Recall ",
+        f" mean average precision (mAP@0.50) = {value:.6f}, or {pct:.2f} % ",
+        "Total Detection Time: 1 Seconds",
+    ):
+        print(line, flush=True)
 
 
 def valid(args: list[str], s: dict[str, Any]) -> int:
