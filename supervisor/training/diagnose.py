@@ -282,7 +282,10 @@ class Features:
         first = h.first_iteration
         if first is None:
             return None
-        at = max(first + (h.iteration - first) // 8, self.facts.burn_in or 0)
+        # 1/8 of the run, not of the history so far: early in a live run 1/8 of the history
+        # is still inside the first descent.
+        end = max(h.iteration, self.facts.max_batches or 0)
+        at = max(first + (end - first) // 8, self.facts.burn_in or 0)
         m = self.loss_mean(at - 50, at + 50)
         return None if m is None else (at, m)
 
@@ -297,7 +300,11 @@ class Features:
         return None if m is None else (h.iteration, m)
 
     def loss_fall(self) -> tuple[float, tuple[int, float], tuple[int, float]] | None:
-        """Relative fall of the avg loss from where it settled to the end (whole runs)."""
+        """Relative fall of the avg loss from where it settled to the end (whole runs); None
+        before half of max_batches (when known): a fall over part of the run is not the run's."""
+        mb = self.facts.max_batches
+        if mb and self.h.iteration < mb // 2:
+            return None
         a, b = self.settled_loss(), self.end_loss()
         if a is None or b is None or a[1] <= 0 or b[0] - a[0] < 200:
             return None
@@ -311,7 +318,8 @@ class Features:
         cut = ev[-1].iteration - (ev[-1].iteration - ev[0].iteration) / 3
         late = [e.map for e in ev if e.iteration >= cut]
         early = [e.map for e in ev if e.iteration < cut]
-        if not late or not early:
+        # A median of two is one noisy pair: early in a live run it called a climb a plateau.
+        if len(late) < 3 or len(early) < 2:
             return None
         med = statistics.median(late)
         return med - max(early), med, max(early)
@@ -707,7 +715,8 @@ class LowLevel:
     than `plateau_gain` over the best before it, or (whole runs) the loss fell more than
     `fit_fall` while mAP stayed low (the train set learnt by heart). Corrupted dataset — on a
     whole run the loss fell less than `loss_stall` after its first descent while mAP still
-    creeps up: part of the labels cannot be fitted. Otherwise mAP is still rising: good so far.
+    creeps up: part of the labels cannot be fitted. Otherwise mAP is still rising: good so far
+    for a finished run, too early for a live one.
     """
 
     name: ClassVar[str] = "low_level"
@@ -779,6 +788,12 @@ class LowLevel:
                 "best before it — it may gain more with a longer run"
             )
         ev.append(_loss_words(f))
+        if f.live:
+            # Still climbing below the high level: where it levels decides between good and
+            # low variance, and a live run has not shown that yet.
+            return _too_early(
+                f"mAP is still rising at {pct(b.map)}: the level it reaches decides", f
+            )
         return _good(f, ev, 0.45)
 
 
@@ -826,8 +841,8 @@ class LossOnly:
         span = h.iteration - first
         if span < t.no_map_min_iterations:
             why = (
-                f"{h.iteration_lines} iteration lines ({it_(first)}–{it_(h.iteration)}), fewer "
-                f"than {it_(t.no_map_min_iterations)}: only the first descent of the loss"
+                f"the loss covers iterations {it_(first)}–{it_(h.iteration)} (fewer than "
+                f"{it_(t.no_map_min_iterations)}): only the first descent of the loss"
             )
             if f.live:
                 return _too_early(why, f)
