@@ -177,6 +177,28 @@ def test_the_plateau_patience_is_a_share_of_a_long_real_run(logs_dir: Path) -> N
     assert new.kept is not None and new.kept.iteration == 6400
 
 
+def test_after_an_early_last_step_the_long_low_rate_run_keeps_the_base_patience(
+    logs_dir: Path,
+) -> None:
+    # Log 04 replayed as if its cfg said steps 300,400 of 20 000 (the demo cfg's steps with a
+    # long budget): it keeps climbing slowly for thousands of iterations after the "last
+    # step". A patience that is a share of the whole run once the last step has passed
+    # (2.5 % = 499) stopped it at 4 500 with 45.1 % kept (best 48.1 % at 6 400); a share of
+    # what is left after the step (10 % of 19 600) is near the base patience: stop at 8 400.
+    from supervisor.darknet.analyze import analyze_log
+
+    log = logs_dir / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
+    odd = Schedule(burn_in=1000, steps=(300, 400), max_batches=20000)
+    a = analyze_log(log, Policy(rules=(Plateau(),)), odd)
+    assert a.stop is not None and a.stop.iteration == 8400, a.stop
+    assert a.kept is not None and a.kept.iteration == 6400
+    whole_run_share = dataclasses.replace(Plateau(), after_last_step_share=None)
+    assert whole_run_share.after_last_step_patience(odd) is None
+    assert Plateau().after_last_step_patience(odd) == 1960  # 10 % of the 19 600 left
+    recipe = Schedule(burn_in=50, steps=(960, 1080), max_batches=1200)
+    assert Plateau().after_last_step_patience(recipe) == 100  # one evaluation
+
+
 @pytest.mark.parametrize("name", LEARNING)
 def test_the_defaults_lose_at_most_two_points_on_a_real_run_that_learns(name: str) -> None:
     # The issue's bound for one curve (2 points below the best of the whole curve).

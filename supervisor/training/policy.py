@@ -27,7 +27,7 @@ Number = int | float | None
 # policy on whole curves"); None / 0 switches one off. The noise-scaled gain is off: every
 # k tried lost 1.5-3.8 points on a held-out curve (log 04, generous-good-s0).
 PATIENCE_SHARE: float | None = 0.15
-AFTER_LAST_STEP_SHARE: float | None = 0.025
+AFTER_LAST_STEP_SHARE: float | None = 0.1
 NOISE_K: float = 0.0
 
 
@@ -158,9 +158,11 @@ class Plateau:
     - before the cfg's last rate drop the patience is `before_last_step` times longer (a
       plateau there is weak evidence), and a step that is not the last restarts the count;
     - once the last drop has had its chance (an evaluation came after it), the patience is
-      short: `after_last_step_share` of the run (at least `after_last_step_min`, at most the
-      base patience), counted from the last real gain: nothing is left in the schedule that
-      usually brings one.
+      `after_last_step_share` of the iterations the schedule has left after that drop (at
+      least `after_last_step_min`, at most the base patience), counted from the last real
+      gain: nothing is left in the schedule that usually brings one. With darknet's recipe
+      (last step at 90 %) that is one evaluation; a cfg whose last step comes early, with a
+      long run at the low rate after it, keeps the base patience.
 
     The gain that counts is `min_delta` or, when larger, `noise_k` × the evaluation noise σ
     estimated from the curve: from the second differences of the latest `noise_window`
@@ -189,11 +191,11 @@ class Plateau:
         return min(self.patience, max(self.patience_min, share))
 
     def after_last_step_patience(self, s: Schedule) -> int | None:
-        """The short patience once the last rate drop has had its chance (None: off)."""
-        if self.after_last_step_share is None or not s.max_batches:
+        """The patience once the last rate drop has had its chance (None: off)."""
+        last_drop = s.last_rate_drop
+        if self.after_last_step_share is None or not s.max_batches or last_drop is None:
             return None
-        warm = min(s.burn_in, s.max_batches)
-        share = round(self.after_last_step_share * (s.max_batches - warm))
+        share = round(self.after_last_step_share * max(0, s.max_batches - last_drop))
         return min(self.base_patience(s), max(self.after_last_step_min, share))
 
     def check(self, h: History, s: Schedule) -> Stop | None:
