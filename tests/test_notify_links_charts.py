@@ -6,8 +6,12 @@ daemon config's `public_url`, and the chart uploaded with new_best / stopped / f
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,11 @@ BEST = {"type": "NewBest", "iteration": 3400, "map": 0.812, "previous": None}
 
 
 def chart(job_dir: Path, size: tuple[int, int] = (64, 48)) -> Path:
-    """A real PNG where the chart listener writes it."""
+    """A real PNG where the chart listener writes it, and as it does: replaced atomically."""
     path = job_dir / CHART_FILE
-    Image.new("RGB", size, (30, 120, 200)).save(path, format="PNG")
+    tmp = job_dir / f".{CHART_FILE}.tmp"
+    Image.new("RGB", size, (30, 120, 200)).save(tmp, format="PNG")
+    tmp.replace(path)
     return path
 
 
@@ -306,3 +312,47 @@ def test_a_broken_or_missing_chart_is_not_uploaded(tmp_path: Path, content: byte
         assert "image" not in json.dumps(body)
     path.unlink()
     assert render(target("telegram", "https://api.telegram.example"), message).files is None
+
+
+async def test_an_upload_waits_for_the_chart_drawn_after_its_record(tmp_path: Path) -> None:
+    # The chart listener draws in a thread after a pause: the first attempt waits for it.
+    old = chart(tmp_path, size=(8, 8))
+    os.utime(old, (time.time() - 60, time.time() - 60))  # the previous evaluation's chart
+    config = replace(FAST, chart_wait=20)
+    with Receiver() as rx:
+        bus = Bus()
+        notes = attach_notifications(
+            bus.subscribe, [target("discord", rx.url("/d"))], tmp_path, config=config
+        )
+        bus.publish(dict(BEST))
+        await asyncio.sleep(0.8)
+        assert rx.requests == []  # held for the fresh chart
+        fresh = chart(tmp_path, size=(64, 48))
+        assert await notes.flush(10) == 0
+        await notes.aclose()
+        (rec,) = one(rx)
+    assert rec.files["files[0]"][2] == fresh.read_bytes() != b""
+    with Image.open(io.BytesIO(rec.files["files[0]"][2])) as img:
+        assert img.size == (64, 48)
+
+
+async def test_a_stale_chart_goes_after_chart_wait_and_text_targets_never_wait(
+    tmp_path: Path,
+) -> None:
+    old = chart(tmp_path)
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    config = replace(FAST, chart_wait=1.0)
+    with Receiver() as rx:
+        bus = Bus()
+        targets = [target("telegram", rx.url("")), target("slack", rx.url("/slack"))]
+        notes = attach_notifications(bus.subscribe, targets, tmp_path, config=config)
+        t0 = time.time()
+        bus.publish(dict(BEST))
+        assert await notes.flush(10) == 0
+        await notes.aclose()
+        got = one(rx, 2)
+    slack = next(r for r in got if r.path == "/slack")
+    photo = next(r for r in got if r.path.endswith("/sendPhoto"))
+    assert slack.time - t0 < 0.9  # Slack takes no file: it does not wait for the chart
+    assert 0.9 <= photo.time - t0 < 5  # waited chart_wait, then sent the chart there is
+    assert photo.files["photo"][2] == old.read_bytes()

@@ -4,6 +4,7 @@ stand-in darknet: the started / new best / end messages a receiver gets match re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -68,3 +69,47 @@ def test_a_job_without_targets_leaves_no_outbox(make_job: Callable[..., Any]) ->
     job = make_job(script={"iteration_s": 0.001}, max_batches=100)
     assert run_notified(job).status == "finished"
     assert not (job.dir / "outbox.sqlite").exists()
+
+
+def test_discord_gets_the_chart_the_chart_listener_draws(make_job: Callable[..., Any]) -> None:
+    # As `trainsup run` wires them: the chart listener first, then notifications; each upload
+    # waits for the chart drawn after its record (the listener draws in a thread, after a pause).
+    from dataclasses import replace
+
+    from supervisor.notify.formats import _PNG_SIGNATURE
+    from supervisor.runtime.chart_listener import attach_chart
+
+    with Receiver() as rx:
+        job = make_job(
+            script={"iteration_s": 0.01, "quality": [[100, 0.3], [200, 0.9], [300, 0.6]]},
+            max_batches=300,
+            notify=[{"type": "discord", "url": rx.url("/d"), "new_best_interval": None}],
+        )
+
+        async def go() -> JobResult:
+            runner = job.runner()
+            runner.prepare()
+            chart = attach_chart(runner.bus.subscribe, runner.job_dir, lambda: runner.history)
+            notes = attach_notifications(
+                runner.bus.subscribe,
+                runner.spec.notify,
+                runner.job_dir,
+                job_name=runner.spec.name,
+                config=replace(FAST, chart_wait=30),
+            )
+            try:
+                return await runner.run()
+            finally:
+                await asyncio.to_thread(chart.close)
+                assert await notes.flush(60) == 0
+                await notes.aclose()
+
+        assert asyncio.run(go()).status == "finished"
+        got = rx.requests
+    kinds = [json.loads(r.form["payload_json"])["content"][:1] if r.files else "j" for r in got]
+    assert kinds == ["j", "★", "★", "■"], kinds  # started as JSON, the rest with the chart
+    images = [r.files["files[0]"][2] for r in got[1:]]
+    assert all(i.startswith(_PNG_SIGNATURE) for i in images)
+    final = (job.dir / "chart.png").read_bytes()
+    assert images[-1] == final  # the stopped message shows the final chart
+    assert images[0] != final  # the first best's chart is the one drawn at its evaluation

@@ -10,9 +10,11 @@ backoff with jitter (`backoff`), or after exactly what `Retry-After` (or Telegra
 `parameters.retry_after`) asks; any other 4xx (and a 3xx: a moved webhook is not followed with
 its body) is permanent: the row is marked failed with its status and the receiver's words, and
 the next row goes. A 400 or 413 to a request that uploads the chart is taken as a refusal of
-the picture: the message is sent again at once as text only. A target's rows wait for its head
-row (order per target), but each target has its own task, so a dead or slow target delays
-nobody else, and the runner only ever writes a row.
+the picture: the message is sent again at once as text only. A message that uploads the chart
+first waits (at most `chart_wait`) for a chart drawn after its record.
+
+A target's rows wait for its head row (order per target), but each target has its own task, so
+a dead or slow target delays nobody else, and the runner only ever writes a row.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
 
-from supervisor.notify.formats import HttpRequest, render, without_chart
+from supervisor.notify.formats import UPLOADS, HttpRequest, render, without_chart
+from supervisor.notify.message import Message
 from supervisor.notify.outbox import Outbox
 from supervisor.redact import install_log_scrubbing, scrub
 from supervisor.spec.notify import NotifyTarget
@@ -49,6 +53,11 @@ class DeliveryConfig:
     max_retry_after: float = 3600.0  # a Retry-After beyond this is taken as this
     connect_timeout: float = 10.0
     timeout: float = 30.0  # reading the answer; chat webhooks answer in well under a second
+    # How long after its record a message that uploads the chart waits for a chart drawn
+    # after that record: the chart listener redraws in a worker thread (a coalescing pause,
+    # then ~0.5 s of drawing, more on a busy machine), and without the wait a new best would
+    # go out with the chart of the evaluation before it. Past it, the chart as it is.
+    chart_wait: float = 10.0
 
 
 def backoff(attempts: int, config: DeliveryConfig, rng: random.Random | None = None) -> float:
@@ -210,6 +219,8 @@ class Deliverer:
             wake.clear()
             await wake.wait()
             return
+        if row.message.chart and target.type in UPLOADS:
+            await self._fresh_chart(row.message)
         try:
             request = render(target, row.message)
         except Exception as e:  # a message that cannot be laid out will never be sent
@@ -257,6 +268,20 @@ class Deliverer:
             self._settled()
             await asyncio.sleep(wait)
         self._settled()
+
+    async def _fresh_chart(self, message: Message) -> None:
+        """Wait until the chart was written after the message's record, at most until
+        `chart_wait` after it (a message sent late, after a restart, does not wait)."""
+        assert message.chart is not None
+        path = Path(message.chart)
+        deadline = message.time + self.config.chart_wait
+        while time.time() < deadline:
+            try:
+                if path.stat().st_mtime >= message.time:
+                    return
+            except OSError:
+                pass  # not drawn yet
+            await asyncio.sleep(min(0.1, max(deadline - time.time(), 0.0)))
 
     def pending(self) -> int:
         """Rows not yet settled for the targets this deliverer serves."""

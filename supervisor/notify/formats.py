@@ -34,6 +34,8 @@ from supervisor.spec.notify import NotifyTarget
 USER_AGENT = f"trainsup/{__version__}"
 # Discord takes up to 10 MB per file on an unboosted server, Telegram 10 MB per photo.
 MAX_UPLOAD = 8 * 1024 * 1024
+# The services that get the chart as an upload.
+UPLOADS = frozenset({"discord", "telegram"})
 
 SLACK_SECTION = 3000
 SLACK_FIELD = 2000
