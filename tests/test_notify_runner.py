@@ -33,7 +33,8 @@ def run_notified(job: Any) -> JobResult:
             config=FAST,
         )
         try:
-            return await runner.run()
+            result: JobResult = await runner.run()
+            return result
         finally:
             assert await notes.flush(10) == 0
             await notes.aclose()
@@ -98,7 +99,8 @@ def test_discord_gets_the_chart_the_chart_listener_draws(make_job: Callable[...,
                 config=replace(FAST, chart_wait=30),
             )
             try:
-                return await runner.run()
+                result: JobResult = await runner.run()
+                return result
             finally:
                 await asyncio.to_thread(chart.close)
                 assert await notes.flush(60) == 0
