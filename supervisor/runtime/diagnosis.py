@@ -1,0 +1,107 @@
+"""The live diagnosis: a `Diagnosis` record on the bus whenever the pattern changes.
+
+The runner publishes every `MapResult` record (bus.py); after each one, `DiagnosisWatch`
+diagnoses the runner's history (`training/diagnose.py`, live: too early until the evidence is
+there) and, when the pattern differs from the last one it published, returns a record
+
+    Diagnosis   {pattern, confidence, evidence, causes, advice, iteration, previous}
+
+which the runner (or the watch itself, given `publish`) puts on the bus, so the events file,
+the notifier and the chart see the diagnosis move from `too_early` to its pattern.
+
+Wiring, either way:
+- as a listener: `bus.subscribe(DiagnosisWatch(lambda: runner.history, facts,
+  publish=bus.publish))` — the runner publishes a MapResult record *before* it adds the event
+  to its history, so the watch folds the record's evaluation into the history it diagnoses
+  when the history does not hold it yet;
+- called by the runner after `history.add(MapResult)`: `rec = watch.check(history)`, then
+  publish `rec` when it is not None.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from supervisor.atomicio import json_safe
+from supervisor.runtime.bus import Record
+from supervisor.runtime.records import from_record
+from supervisor.training.diagnose import Diagnosis, DiagnosisFacts, diagnose
+from supervisor.training.events import MapResult
+from supervisor.training.history import History
+
+RECORD_TYPE = "Diagnosis"
+
+
+def diagnosis_record(d: Diagnosis, iteration: int, previous: str | None) -> Record:
+    rec: Record = json_safe(
+        {
+            "type": RECORD_TYPE,
+            "time": time.time(),
+            **d.to_json(),
+            "iteration": iteration,
+            "previous": previous,
+        }
+    )
+    return rec
+
+
+class DiagnosisWatch:
+    """Diagnoses after each evaluation; yields a record only when the pattern changes.
+
+    `history_getter` returns the runner's current history; `facts` what is known beside it
+    (the cfg's max_batches and burn_in, the split sizes, `trainsup check`'s findings).
+    `publish`, when given, receives each record (`__call__`, the bus listener, uses it).
+    """
+
+    def __init__(
+        self,
+        history_getter: Callable[[], History],
+        facts: DiagnosisFacts | None = None,
+        *,
+        publish: Callable[[Record], None] | None = None,
+        live: bool = True,
+    ) -> None:
+        self.history_getter = history_getter
+        self.facts = facts
+        self.publish = publish
+        self.live = live
+        self.last: Diagnosis | None = None
+
+    def check(self, history: History) -> Record | None:
+        """Diagnose `history`; a record when the pattern differs from the last one."""
+        d = diagnose(history, self.facts, live=self.live)
+        previous = self.last
+        self.last = d
+        if previous is not None and previous.pattern == d.pattern:
+            return None
+        return diagnosis_record(d, history.iteration, previous.pattern if previous else None)
+
+    def on_record(self, record: Record) -> Record | None:
+        """A bus record in; a `Diagnosis` record out after a MapResult that changed the pattern."""
+        if record.get("type") != "MapResult":
+            return None
+        h = self.history_getter()
+        event = from_record(record)
+        if isinstance(event, MapResult) and not _holds(h, event):
+            h = h.add(event)
+        return self.check(h)
+
+    def __call__(self, record: Record, /) -> None:
+        out = self.on_record(record)
+        if out is not None and self.publish is not None:
+            self.publish(out)
+
+
+def _holds(h: History, event: MapResult) -> bool:
+    """Whether the history's latest evaluation is this one (the runner added it already). The
+    runner stamps each event with its time before publishing, so time and line identify it."""
+    if not h.evaluations:
+        return False
+    last = h.evaluations[-1].result
+    return (last.iteration, last.line, last.source, last.time) == (
+        event.iteration,
+        event.line,
+        event.source,
+        event.time,
+    )

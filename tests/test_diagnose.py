@@ -1,0 +1,282 @@
+"""The diagnosis (training/diagnose.py) and its live watch (runtime/diagnosis.py).
+
+Synthetic histories pin each rule's boundary; the real curves of the corpus (bench/curves) and
+the labelled shared logs check that the rules read real runs as a person does; a real log fed
+line by line through the parser, as the runner reads darknet.log, checks the live answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bench.curves import curve_events, curve_paths, load_curve
+from supervisor.darknet.logparse import LogParser
+from supervisor.runtime.diagnosis import DiagnosisWatch
+from supervisor.runtime.records import to_record
+from supervisor.training.diagnose import (
+    PATTERNS,
+    THRESHOLDS,
+    Diagnosis,
+    DiagnosisFacts,
+    diagnose,
+    gpu_advice,
+)
+from supervisor.training.events import Event, Iteration, MapResult
+from supervisor.training.history import History
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = json.loads((ROOT / "bench" / "diagnose_labels.json").read_text())["labels"]
+CORPUS_LABELS = {"insufficient": "insufficient_data"}
+
+
+def run(
+    losses: Sequence[float],
+    maps: dict[int, float],
+    objects: int = 500,
+    start: int = 1,
+) -> History:
+    """A history: avg loss per iteration from `start`, an evaluation at each key of `maps`
+    over a valid split of `objects` ground-truth boxes (TP + FN)."""
+    h = History()
+    for k, avg in enumerate(losses):
+        it = start + k
+        h = h.add(Iteration(it, avg, avg, 0.001))
+        if it in maps:
+            m = maps[it]
+            tp = round(objects * m)
+            h = h.add(MapResult(it, m, tp=tp, fn=objects - tp, fp=10))
+    return h
+
+
+def falling(n: int, top: float = 20.0, floor: float = 0.5) -> list[float]:
+    """A loss that descends fast and keeps falling slowly (a healthy run)."""
+    return [floor + (top - floor) * math.exp(-k / 60) + 0.6 * (1 - k / n) for k in range(n)]
+
+
+def curve_history(name: str) -> tuple[History, DiagnosisFacts, str]:
+    c = load_curve(name)
+    by_it = {e["iteration"]: e for e in c["evaluations"]}
+    h = History()
+    for e in curve_events(c):
+        if isinstance(e, MapResult):
+            j = by_it[e.iteration]
+            e = dataclasses.replace(e, tp=j.get("tp"), fn=j.get("fn"))
+        h = h.add(e)
+    s, r = c["schedule"], c["recipe"]
+    facts = DiagnosisFacts(
+        max_batches=s["max_batches"],
+        burn_in=s["burn_in"],
+        valid_images=r["valid_images"],
+        train_images=r["train_images"],
+    )
+    return h, facts, CORPUS_LABELS.get(c["label"], c["label"])
+
+
+# --- the answer's shape ---------------------------------------------------------------------------
+
+
+def test_gpu_advice_is_kept() -> None:
+    assert "subdivisions" in gpu_advice("out_of_memory")
+    assert "nvidia-smi" in gpu_advice("no_device")
+
+
+def test_title_and_json_use_the_issue_names() -> None:
+    d = Diagnosis("overtraining", 0.8, ("a",), ("b",), ("c",))
+    assert d.title() == "overtraining (confidence 0.80)"
+    assert d.to_json() == {
+        "pattern": "overtraining",
+        "confidence": 0.8,
+        "evidence": ["a"],
+        "causes": ["b"],
+        "advice": ["c"],
+    }
+    assert set(PATTERNS) == {
+        "good", "overtraining", "not_learning", "corrupted", "low_variance",
+        "insufficient_data", "too_early",
+    }  # fmt: skip
+
+
+# --- each rule on synthetic curves ----------------------------------------------------------------
+
+
+def test_peak_then_lasting_drop_while_loss_falls_is_overtraining() -> None:
+    maps = {1000: 0.60, 1500: 0.75, 2000: 0.81, 2500: 0.77, 3000: 0.76, 3500: 0.765, 4000: 0.76}
+    d = diagnose(run(falling(4000), maps))
+    assert d.pattern == "overtraining"
+    assert "mAP peaked at 81.0 % at 2 000 and is 5.0 pts lower at 4 000" in d.evidence[0]
+    assert any("keep the best weights (iteration 2 000" in a for a in d.advice)
+
+
+def test_a_drop_within_the_evaluations_own_noise_is_not_overtraining() -> None:
+    # The same 4-point gap under the best, but the evaluations swing 6 points each time.
+    maps = {1000: 0.60, 1500: 0.75, 2000: 0.81, 2500: 0.72, 3000: 0.80, 3500: 0.71, 4000: 0.79}
+    d = diagnose(run(falling(4000), maps))
+    assert d.pattern == "good"
+
+
+def test_a_drop_while_the_loss_is_flat_is_not_overtraining() -> None:
+    maps = {1000: 0.60, 1500: 0.75, 2000: 0.81, 2500: 0.77, 3000: 0.76, 3500: 0.765, 4000: 0.76}
+    flat = falling(1000) + [falling(1000)[-1]] * 3000
+    assert diagnose(run(flat, maps)).pattern != "overtraining"
+
+
+def test_mAP_near_zero_is_not_learning_and_check_findings_explain_it() -> None:
+    maps = {it: 0.01 + 0.001 * (it // 500) for it in range(500, 4001, 500)}
+    h = run(falling(4000), maps)
+    plain = diagnose(h)
+    assert plain.pattern == "not_learning"
+    found = diagnose(h, DiagnosisFacts(findings={"label_class_out_of_range": 12}))
+    assert found.pattern == "not_learning"
+    assert found.confidence > plain.confidence
+    assert any("class id ≥ classes" in e and "12" in e for e in found.evidence)
+
+
+def test_a_tiny_valid_split_is_insufficient_data_whatever_the_mAP() -> None:
+    maps = {it: 0.9 + 0.01 * (it % 3) for it in range(500, 4001, 500)}
+    d = diagnose(run(falling(4000), maps, objects=12))
+    assert d.pattern == "insufficient_data"
+    assert "12 objects" in d.evidence[0]
+    assert diagnose(run(falling(4000), maps, objects=500)).pattern == "good"
+
+
+def test_too_few_evaluations_are_insufficient_data_or_too_early_live() -> None:
+    h = run(falling(3000), {2000: 0.8, 3000: 0.82})
+    assert diagnose(h).pattern == "insufficient_data"
+    assert diagnose(h, live=True).pattern == "too_early"
+
+
+def test_live_before_a_quarter_of_max_batches_is_too_early() -> None:
+    maps = {it: 0.3 + it / 10000 for it in range(200, 1001, 100)}
+    h = run(falling(1000), maps)
+    facts = DiagnosisFacts(max_batches=6000, burn_in=100)
+    d = diagnose(h, facts, live=True)
+    assert d.pattern == "too_early"
+    assert "1 000 of 6 000" in d.evidence[0]
+
+
+def test_nan_loss_is_a_corrupted_dataset_even_live() -> None:
+    losses = falling(2000) + [math.nan] * 30
+    d = diagnose(run(losses, {1000: 0.5}), DiagnosisFacts(max_batches=6000), live=True)
+    assert d.pattern == "corrupted"
+    assert "NaN" in d.evidence[0]
+
+
+def test_a_mediocre_plateau_is_low_variance_and_a_high_one_good() -> None:
+    # A Colab tail: iterations 2 001–6 000, mAP up 10 points early, then level.
+    maps = {it: 0.40 + (0.1 if it >= 3000 else 0.0) for it in range(2500, 6001, 500)}
+    low = diagnose(run(falling(4000), maps, start=2001))
+    assert low.pattern == "low_variance"
+    high = {it: m + 0.4 for it, m in maps.items()}
+    assert diagnose(run(falling(4000), high, start=2001)).pattern == "good"
+
+
+def test_duplicates_across_splits_make_a_great_mAP_suspect() -> None:
+    maps = {it: 0.97 for it in range(500, 4001, 500)}
+    h = run(falling(4000), maps)
+    plain = diagnose(h)
+    dup = diagnose(h, DiagnosisFacts(findings={"split_overlap_content": 40}))
+    assert plain.pattern == dup.pattern == "good"
+    assert dup.confidence < plain.confidence
+    assert any("40 duplicates" in e for e in dup.evidence)
+
+
+def test_a_log_without_mAP_gets_what_its_loss_supports_and_says_so() -> None:
+    short = diagnose(run(falling(400), {}))
+    assert short.pattern == "insufficient_data"
+    still = diagnose(run(falling(4000), {}))
+    assert still.pattern == "good" and still.confidence <= 0.35
+    flat = diagnose(run([2.0] * 4000, {}))
+    assert flat.pattern == "insufficient_data"
+    for d in (short, still, flat):
+        assert any("loss alone" in e for e in d.evidence)
+    assert diagnose(History()).pattern == "insufficient_data"
+    assert diagnose(History(), live=True).pattern == "too_early"
+
+
+# --- the real curves ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", curve_paths(), ids=lambda p: p.stem)
+def test_each_corpus_curve_gets_its_label(path: Path) -> None:
+    h, facts, label = curve_history(path.stem)
+    d = diagnose(h, facts)
+    assert d.pattern == label, d.evidence
+    assert 0.0 < d.confidence <= 1.0 and d.evidence and d.advice
+
+
+def test_a_live_corpus_curve_moves_from_too_early_to_its_pattern_through_the_watch() -> None:
+    """The runner's order: it publishes a MapResult record, then adds the event to its
+    history; the watch, a bus listener, publishes a Diagnosis record when the pattern moves."""
+    c = load_curve("recipe-not_learning-s0")
+    s = c["schedule"]
+    box: list[History] = [History()]
+    published: list[dict[str, object]] = []
+    watch = DiagnosisWatch(
+        lambda: box[0],
+        DiagnosisFacts(max_batches=s["max_batches"], burn_in=s["burn_in"]),
+        publish=published.append,
+    )
+    for e in curve_events(c):
+        watch(to_record(e))
+        box[0] = box[0].add(e)
+    patterns = [r["pattern"] for r in published]
+    assert patterns == ["too_early", "not_learning"]
+    assert published[1]["previous"] == "too_early" and published[1]["type"] == "Diagnosis"
+    assert isinstance(published[1]["iteration"], int) and published[1]["iteration"] >= 337
+    # Called after the history holds the evaluation, the watch does not count it twice.
+    again = DiagnosisWatch(lambda: box[0])
+    assert again.check(box[0]) is not None and again.check(box[0]) is None
+
+
+@pytest.mark.shared_logs
+def test_a_real_log_read_line_by_line_moves_from_too_early_to_good(logs_dir: Path) -> None:
+    """Shared log 53 (4 000 iterations, 14 evaluations) through the parser in small pieces, as
+    the runner tails darknet.log, with the diagnosis after each evaluation."""
+    text = (logs_dir / "53_alexeyab-yolov4tiny-full4000-vegetable-dumbled0re.log").read_text(
+        errors="replace"
+    )
+    parser = LogParser()
+    h = History()
+    seen: list[tuple[int, str]] = []
+
+    def fold(events: list[Event]) -> None:
+        nonlocal h
+        for e in events:
+            h = h.add(e)
+            if isinstance(e, MapResult):
+                seen.append((h.iteration, diagnose(h, live=True).pattern))
+
+    for k in range(0, len(text), 4096):
+        fold(parser.feed(text[k : k + 4096]))
+    fold(parser.close())
+    assert len(seen) == 14
+    patterns = [p for _, p in seen]
+    first_good = patterns.index("good")
+    assert patterns[:first_good] == ["too_early"] * first_good
+    assert first_good == THRESHOLDS.min_evaluations - 1  # the 4th evaluation
+    assert set(patterns[first_good:]) == {"good"}
+    assert diagnose(h).pattern == "good"
+
+
+@pytest.mark.shared_logs
+def test_the_labelled_real_logs_are_read_as_labelled(logs_dir: Path) -> None:
+    from supervisor.darknet.analyze import analyze_log
+    from supervisor.training.policy import Policy
+
+    right, good, good_as_ot = 0, 0, 0
+    for name, lab in LABELS.items():
+        a = analyze_log(logs_dir / name, Policy(rules=()))
+        d = diagnose(a.history, DiagnosisFacts(burn_in=a.schedule.burn_in or None))
+        right += d.pattern == lab["pattern"]
+        if lab["pattern"] == "good":
+            good += 1
+            good_as_ot += d.pattern == "overtraining"
+    assert len(LABELS) >= 30
+    assert right / len(LABELS) >= 0.80  # the issue's target (37 of 38 when written)
+    assert good_as_ot / good <= 0.05
