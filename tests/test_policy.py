@@ -421,3 +421,19 @@ def test_plateau_patience_share_fits_the_run() -> None:
     maps = {i: 0.5 for i in range(100, 4001, 100)}
     stop = first_stop(only(p), run(4000, falling, maps), Schedule(max_batches=4000))
     assert stop is not None and stop.iteration == 100 + 600  # no step in the cfg: no doubling
+
+
+def test_overfit_span_share_fits_the_run_when_asked() -> None:
+    o = Overfit(span=500, span_share=0.1, span_min=300)
+    assert o.run_span(Schedule(burn_in=50, max_batches=4050)) == 400
+    assert o.run_span(Schedule(max_batches=1200)) == 300  # the floor
+    assert o.run_span(Schedule(max_batches=50000)) == 500  # the cap
+    assert o.run_span(Schedule()) == 500  # max_batches unknown
+    assert Overfit().run_span(Schedule(max_batches=1200)) == 500  # off by default
+    # Peak at 1 000, then 3 evaluations 10 points below over 300 iterations, loss falling.
+    maps = {i: 0.6 for i in range(100, 1001, 100)} | {1100: 0.5, 1200: 0.5, 1300: 0.5, 1400: 0.5}
+    events = run(1400, falling, maps)
+    stop = first_stop(only(o), events, Schedule(max_batches=1400))
+    assert stop is not None and stop.rule == "overfit" and stop.iteration == 1400
+    assert stop.numbers["span"] == 300
+    assert first_stop(only(Overfit()), events, Schedule(max_batches=1400)) is None

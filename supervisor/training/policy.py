@@ -330,6 +330,12 @@ class Overfit:
     not taken for a trend — and the avg loss around the latest one is at least `loss_fall`
     (relative) lower than around the best one: a flat loss with a noisy mAP is noise, not
     memorization.
+
+    With `span_share` the span fits the run: that share of the iterations after burn_in (at
+    least `span_min`, at most `span`; `span` alone when max_batches is unknown). Off by
+    default: no whole curve of the corpus overfits, so nothing measured argues for a share
+    yet (bench/RESULTS.md); the floor of 300 would keep three evaluations every 100 from
+    counting (log 19's dip of three recovers).
     """
 
     name: ClassVar[str] = "overfit"
@@ -337,6 +343,16 @@ class Overfit:
     confirm: int = 3
     span: int = 500
     loss_fall: float = 0.03
+    span_share: float | None = None
+    span_min: int = 300
+
+    def run_span(self, s: Schedule) -> int:
+        """The span the evaluations below the best must cover, for this run's schedule."""
+        if self.span_share is None or not s.max_batches:
+            return self.span
+        warm = min(s.burn_in, s.max_batches)
+        share = round(self.span_share * (s.max_batches - warm))
+        return min(self.span, max(self.span_min, share))
 
     def check(self, h: History, s: Schedule) -> Stop | None:
         b = h.best
@@ -350,7 +366,8 @@ class Overfit:
                 break
             run.append(e)
         run.reverse()
-        if len(run) < self.confirm or run[-1].iteration - run[0].iteration < self.span:
+        span = self.run_span(s)
+        if len(run) < self.confirm or run[-1].iteration - run[0].iteration < span:
             return None
         now, then = run[-1].avg_loss, b.avg_loss
         if now is None or then is None or now > then * (1 - self.loss_fall):
@@ -368,6 +385,7 @@ class Overfit:
                 "latest_map": run[-1].map,
                 "evaluations_below": len(run),
                 "drop": self.drop,
+                "span": span,
                 "loss_at_best": then,
                 "loss_now": now,
             },
