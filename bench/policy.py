@@ -112,9 +112,35 @@ def whole(argv: list[str]) -> int:
                    f"{a['p90']:5.1f} {a['max']:5.1f} {a['over1'] * 100:4.0f}%  ")  # fmt: skip
             print(row + "  ".join(by))
         points.append((name, a["saved"], a["mean"]))
+    target(policy, curves)
     if ns.chart is not None:
         chart(points, ns.chart, len(curves))
     return 0
+
+
+def target(policy: Policy, curves: list[Any]) -> None:
+    """The issue's target in one place: the defaults' saving as a share of the oracle's, on
+    every curve and on the runs that learn (a dead run's stop saves more than its noisy best)."""
+    from bench.curves.baselines import oracle, score, summary, trainsup
+
+    run = trainsup(policy)
+    groups = {
+        "all curves": curves,
+        "runs that learn (best ≥ 5 %)": [c for c in curves if c.best >= 0.05],
+    }
+    dead = [c for c in curves if c.best < 0.05]
+    print()
+    for label, group in groups.items():
+        t = summary([score(run, c) for c in group])
+        o = summary([score(oracle, c) for c in group])
+        share = t["saved"] / o["saved"] if o["saved"] else float("nan")
+        print(f"target, {label} ({len(group)}): defaults save {t['saved'] * 100:.1f} %, oracle "
+              f"{o['saved'] * 100:.1f} % → {share * 100:.0f} % of the oracle (need ≥ 80 %); mean "
+              f"regret {t['mean']:.2f} (≤ 0.5), max {t['max']:.1f} (≤ 2)")  # fmt: skip
+    for c in dead:
+        stop, budget = score(run, c).stop, c.schedule.max_batches or c.last
+        print(f"dead run {c.name}: stopped at {stop} of {budget} ({stop / budget * 100:.0f} %, "
+              "need < 40 %)")  # fmt: skip
 
 
 def lofo(policy: Policy, curves: list[Any], settings: list[str]) -> None:
