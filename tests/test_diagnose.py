@@ -280,3 +280,40 @@ def test_the_labelled_real_logs_are_read_as_labelled(logs_dir: Path) -> None:
     assert len(LABELS) >= 30
     assert right / len(LABELS) >= 0.80  # the target (37 of 38 when written)
     assert good_as_ot / good <= 0.05
+
+
+# --- where users see it ---------------------------------------------------------------------------
+
+
+@pytest.mark.shared_logs
+def test_analyze_prints_and_returns_the_diagnosis(logs_dir: Path) -> None:
+    from supervisor.darknet.analyze import analyze_log, format_analysis
+
+    a = analyze_log(logs_dir / "42_alexeyab-yolov4tiny-ball-peak-plateau-hitanshu.log")
+    j = a.to_json()["diagnosis"]
+    assert j["pattern"] == "overtraining"
+    assert set(j) == {"pattern", "confidence", "evidence", "causes", "advice"}
+    text = format_analysis(a)
+    assert f"diagnosis: overtraining (confidence {j['confidence']:.2f})" in text
+    assert "mAP peaked at 69.9 % at 1 420" in text
+    assert text.splitlines()[-1].startswith("keep: ")
+
+
+def test_report_json_carries_the_diagnosis_live_while_detached() -> None:
+    from supervisor.report.report import build_report
+    from supervisor.training.ending import End
+
+    h = run(falling(3000), {2000: 0.8, 3000: 0.82})
+    common: dict[str, object] = dict(
+        job="j", history=h, flavour="pjreddie", argv=[], own_evaluation=True, stop=None,
+        stop_end=None, kept={}, unscored=[], launches=[], evaluation_errors=[],
+        internal_errors=[],
+    )  # fmt: skip
+    done = build_report(end=End("finished", "reached max_batches"), **common)  # type: ignore[arg-type]
+    assert done["diagnosis"]["pattern"] == "insufficient_data"
+    assert set(done["diagnosis"]) == {"pattern", "confidence", "evidence", "causes", "advice"}
+    going = build_report(end=End("detached", "darknet trains on"), **common)  # type: ignore[arg-type]
+    assert going["diagnosis"]["pattern"] == "too_early"
+    facts = DiagnosisFacts(findings={"valid_too_small": 1})
+    told = build_report(end=End("finished", "x"), diagnosis_facts=facts, **common)  # type: ignore[arg-type]
+    assert "too small" in told["diagnosis"]["evidence"][0]

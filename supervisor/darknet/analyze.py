@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from supervisor.darknet.logparse import LogFile, LogParser
-from supervisor.training.diagnose import gpu_advice
+from supervisor.training.diagnose import Diagnosis, DiagnosisFacts, diagnose, gpu_advice
 from supervisor.training.events import Flavour, Iteration, MapResult, WeightsSaved
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
@@ -115,6 +115,14 @@ class Analysis:
     events: int = 0  # events the parser read (iterations, evaluations, saves, errors …)
 
     @property
+    def diagnosis(self) -> Diagnosis:
+        """The seed's pattern the whole log shows (training/diagnose.py); a finished log's
+        reading, with the schedule as the only fact beside the history."""
+        s = self.schedule
+        facts = DiagnosisFacts(max_batches=s.max_batches, burn_in=s.burn_in or None)
+        return diagnose(self.history, facts)
+
+    @property
     def iterations_saved(self) -> int | None:
         if self.stop is None or self.history.last is None:
             return None
@@ -183,6 +191,7 @@ class Analysis:
                 "binary": self.binary,
             },
             "not_a_log": self.not_a_log,
+            "diagnosis": None if self.not_a_log else self.diagnosis.to_json(),
         }
 
     @property
@@ -502,8 +511,20 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
         saved = a.iterations_saved
         if saved:
             out.append(f"  saved: {saved} iterations of the {h.iteration} this log ran to")
+    if not_a_log is None:
+        out.append("")
+        out.extend(diagnosis_lines(a.diagnosis))
     out.append(keep_line(a))
     return "\n".join(out)
+
+
+def diagnosis_lines(d: Diagnosis) -> list[str]:
+    """The diagnosis as the reports print it (analyze, the end of `trainsup run`, `show`)."""
+    out = [f"diagnosis: {d.title()}"]
+    out += [f"  evidence: {e}" for e in d.evidence]
+    out += [f"  likely causes: {c}" for c in d.causes]
+    out += [f"  what to do: {a}" for a in d.advice]
+    return out
 
 
 # How darknet names its saves: `<backup>/<base>_best.weights`, `_last`, `_final`, `_ema`,

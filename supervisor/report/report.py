@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.atomicio import json_safe, write_json_atomic
+from supervisor.training.diagnose import DiagnosisFacts, diagnose
 from supervisor.training.ending import End, errors
 from supervisor.training.history import History
 from supervisor.training.policy import Stop
@@ -46,8 +47,14 @@ def build_report(
     launches: Sequence[Mapping[str, Any]],
     evaluation_errors: Sequence[str],
     internal_errors: Sequence[str],
+    diagnosis_facts: DiagnosisFacts | None = None,
 ) -> dict[str, Any]:
-    """The report's fields (README "The job dir" documents them)."""
+    """The report's fields (README "The job dir" documents them).
+
+    `diagnosis` is the seed's pattern the history shows (training/diagnose.py), read as a
+    finished run's unless darknet still trains (detached); `diagnosis_facts` adds what the
+    runner knows beside the history (max_batches, split sizes, `trainsup check` findings).
+    """
     h = history
     stop_part = stop_json(stop)
     if stop_part is not None and stop_end:
@@ -86,6 +93,7 @@ def build_report(
         "evaluation_errors": list(evaluation_errors),
         "internal_errors": list(internal_errors),
         "errors": [{"line": e.line, "message": e.message} for e in errors(h)],
+        "diagnosis": diagnose(h, diagnosis_facts, live=end.status == "detached").to_json(),
     }
     out: dict[str, Any] = json_safe(report)
     return out

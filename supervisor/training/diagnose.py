@@ -831,7 +831,7 @@ class LossOnly:
         )
         first = h.first_iteration
         if first is None or h.last is None:
-            why = "no iteration lines: darknet did not train"
+            why = "no iteration lines: nothing to read a pattern from"
             if f.live:
                 return _too_early(why, f)
             return Diagnosis(
