@@ -149,7 +149,9 @@ class NvmlBackend:
         with self._lock:
             for i in range(self._count()):
                 h = self._read("nvmlDeviceGetHandleByIndex", i)
-                procs = self._read("nvmlDeviceGetComputeRunningProcesses", h) if h else None
+                procs = (
+                    self._read("nvmlDeviceGetComputeRunningProcesses", h) if h is not None else None
+                )
                 for p in procs or ():
                     used = getattr(p, "usedGpuMemory", None)
                     # None (or NVML's "not available" sentinel) where the driver hides
