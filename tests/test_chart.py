@@ -398,3 +398,17 @@ def test_attach_chart_seeds_the_curve_from_an_existing_events_file(tmp_path: Pat
     assert subscribed == [chart]
     assert chart.facts.last_iteration == 1000 and chart.facts.relaunches == [300]
     chart.close(1)
+
+
+@pytest.mark.shared_logs
+def test_the_title_is_the_diagnosis(logs_dir: Path) -> None:
+    from supervisor.training.diagnose import DiagnosisFacts, diagnose
+
+    log = logs_dir / LOG_21
+    a = analyze_log(log)
+    d = chart_of_log(log)
+    facts = DiagnosisFacts(max_batches=a.schedule.max_batches, burn_in=a.schedule.burn_in or None)
+    assert d.title == diagnose(a.history, facts).title()
+    # Without a diagnosis: the default title, the same numbers.
+    plain = chart_of_log(log, title=None)
+    assert plain.title.startswith(f"{a.history.iteration:,} iterations".replace(",", " "))

@@ -41,10 +41,12 @@ Format = Literal["png", "svg"]
 # millions of iterations, which tuples of pairs would make ten times bigger).
 Series = tuple[Sequence[int], Sequence[float]]
 
-# The loss axis turns logarithmic when the avg loss spans this factor (two decades): YOLO's
-# loss starts in the hundreds and ends near 1, and on a linear axis everything after the first
-# few hundred iterations — the part a person reads — would be a flat line at the bottom.
-LOG_SCALE_SPAN = 100.0
+# The loss axis turns logarithmic when the avg loss spans this factor (a decade or more):
+# YOLO's loss starts in the tens or hundreds and ends near 1, and on a linear axis everything
+# after the first few hundred iterations — the part a person reads — is a flat line at the
+# bottom (the corpus' good run, 30 → 0.6, was unreadable at 50×). A tail of a log that
+# starts past the fall (log 21: 1.4–3.1) stays linear.
+LOG_SCALE_SPAN = 10.0
 # Points per drawn line: a 1 100 px wide chart shows no more, and drawing millions of points
 # is what would make a redraw slow. The raw loss is drawn as a min–max band per bucket, so a
 # spike survives the thinning.
@@ -296,14 +298,15 @@ def render(
     d: ChartData, fmt: Format = "png", *, width: float = 11.0, height: float = 6.6, dpi: float = 90
 ) -> bytes:
     """trainsup's chart of `d`: loss on top, mAP and IoU below, shared iteration axis."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig = _figure(width, height, dpi)
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 2), hspace=0.06)
     top = fig.add_subplot(grid[0])
     low = fig.add_subplot(grid[1], sharex=top)
     end = _x_end(d)
-    x0 = min(d.first_iteration, d.burn_in) if d.first_iteration else 0
+    # From 0 for a whole run; from its first line for a log's tail (a Colab cell, a resume).
+    x0 = d.first_iteration if d.first_iteration > max(d.burn_in, 1) else 0
 
     # Loss panel.
     if d.loss:
@@ -322,6 +325,10 @@ def render(
         ys = [p[1] for p in d.avg_loss]
         if d.log_scale:
             top.set_yscale("log")
+            # 0.5, 1, 2, 5, 10 … rather than powers of ten only: a person reads "loss 2".
+            top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            top.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            top.yaxis.set_minor_formatter(NullFormatter())
             lows = [v for v in ys if v > 0] + [b[1] for b in d.loss if b[1] > 0]
             top.set_ylim(min(lows) * 0.8, max(ys) * 1.5)
         else:
@@ -378,12 +385,11 @@ def render(
     # Text: the labels on the markers, the title, the stop's reason.
     trans = top.get_xaxis_transform()
     for x in [x for x in d.steps if x <= end]:
-        top.text(
-            x, 0.99, " lr step", transform=trans, fontsize=7, color=_STEP, va="top", rotation=90
-        )
+        top.annotate("lr step", (x, 1), xycoords=trans, xytext=(2, -3), textcoords="offset points",
+                     fontsize=7, color=_STEP, va="top", ha="left", rotation=90)  # fmt: skip
     for x in d.relaunches:
-        top.text(x, 0.99, " relaunch", transform=trans, fontsize=7, color=_RELAUNCH, va="top",
-                 rotation=90)  # fmt: skip
+        top.annotate("relaunch", (x, 1), xycoords=trans, xytext=(2, -3), textcoords="offset points",
+                     fontsize=7, color=_RELAUNCH, va="top", ha="left", rotation=90)  # fmt: skip
     if d.stop is not None:
         top.text(d.stop.iteration, 1.0, f"stop: {d.stop.rule} @ {_num(d.stop.iteration)}",
                  transform=trans, fontsize=8, ha="center", va="bottom", weight="bold")  # fmt: skip

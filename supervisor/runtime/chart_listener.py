@@ -48,7 +48,8 @@ COALESCE_S = 0.3
 FINAL_DRAW_TIMEOUT_S = 30.0
 
 HistoryGetter = Callable[[], History]
-TitleOf = Callable[[History], str | None]
+# (history, schedule, live) → the chart's title; None keeps the default title.
+TitleOf = Callable[[History, Schedule, bool], str | None]
 
 
 class _Points:
@@ -97,11 +98,22 @@ class ChartFacts:
         self.kept: list[Kept] = []
         self.max_batches: int | None = None
         self.last_iteration = 0
+        self.finished = False  # a Finished record came: the diagnosis is no longer live
         self.history: History | None = History() if build_history else None
 
     def add(self, rec: Record) -> None:
         """One record of the bus or of `events.jsonl`."""
         kind = rec.get("type")
+        if kind == "Iteration" and self.history is None:
+            # The live listener's hot path (one per iteration line): three fields, no event.
+            it, loss, rate = rec.get("iteration"), rec.get("loss"), rec.get("rate")
+            if isinstance(it, int):
+                self._since_mark += 1
+                self.last_iteration = it
+                self.loss.add(it, loss if isinstance(loss, float | int) else math.nan)
+                if isinstance(rate, float | int):
+                    self._add_rate(it, rate)
+            return
         if kind == "Decision" and self.stop is None:
             # A malformed record draws no stop marker rather than no chart.
             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -114,8 +126,11 @@ class ChartFacts:
             self._mark(it if isinstance(it, int) else self.last_iteration)
         elif kind == "Finished":
             self.kept = kept_of(rec.get("kept"))
-        elif kind == "JobStarted" and isinstance(rec.get("max_iterations"), int):
-            self.max_batches = rec["max_iterations"]
+            self.finished = True
+        elif kind == "JobStarted":
+            self.finished = False  # an `--attach` of a job that had ended goes on
+            if isinstance(rec.get("max_iterations"), int):
+                self.max_batches = rec["max_iterations"]
         ev = from_record(rec)
         if ev is not None:
             self.add_event(ev)
@@ -198,16 +213,21 @@ def kept_of(kept: Any) -> list[Kept]:
     return out
 
 
-def diagnosis_title(history: History) -> str | None:
-    """The diagnosis' title for the chart, once `training/diagnose.py` provides `diagnose`
-    (another part of the issue; until then the chart has its default title)."""
+def diagnosis_title(history: History, schedule: Schedule, live: bool) -> str | None:
+    """The diagnosis' title for the chart (`training/diagnose.py`, another part of issue 11,
+    looked up by name so that the chart works with or without it). `live`: the run goes on,
+    so the diagnosis may say `too_early`."""
     from supervisor.training import diagnose as module
 
     diagnose = getattr(module, "diagnose", None)
     if diagnose is None:
         return None
     try:
-        return str(diagnose(history).title())
+        facts_cls = getattr(module, "DiagnosisFacts", None)
+        facts = None
+        if facts_cls is not None:
+            facts = facts_cls(max_batches=schedule.max_batches, burn_in=schedule.burn_in or None)
+        return str(diagnose(history, facts, live=live).title())
     except Exception as e:  # a diagnosis bug must not cost the chart
         log.warning("no diagnosis for the chart", error=f"{type(e).__name__}: {e}")
         return None
@@ -303,9 +323,12 @@ class ChartListener:
                     break
                 time.sleep(0.05)
                 h = self._history()
-            title = self._title(h) if self._title is not None else None
             with self._lock:
-                data = self.facts.data(h, schedule=self._schedule, title=title)
+                schedule = self.facts.schedule(self._schedule)
+                live = not self.facts.finished
+            title = self._title(h, schedule, live) if self._title is not None else None
+            with self._lock:
+                data = self.facts.data(h, schedule=schedule, title=title)
             write_bytes_atomic(self.path, self._draw(data))
             self.path.chmod(0o644)  # as `write_chart`: readable by the web page
             self.drawn += 1
@@ -378,7 +401,9 @@ def chart_of_job_dir(job_dir: Path, *, title: TitleOf | None = diagnosis_title) 
             stop = Stop(str(s.get("rule")), str(s.get("reason", "")), s["iteration"])
         kept = kept_of(report.get("kept")) or None
     h = facts.history
-    return facts.data(h, stop=stop, kept=kept, title=title(h) if title else None)
+    s = facts.schedule()
+    name = title(h, s, not facts.finished) if title else None
+    return facts.data(h, schedule=s, stop=stop, kept=kept, title=name)
 
 
 def chart_of_log(
@@ -403,6 +428,5 @@ def chart_of_log(
         facts.add_event(ev)
     kept = [] if a.kept is None else [Kept("best", a.kept.iteration, a.kept.map)]
     h = a.history
-    return facts.data(
-        h, schedule=a.schedule, stop=a.stop, kept=kept, title=title(h) if title else None
-    )
+    name = title(h, a.schedule, False) if title else None
+    return facts.data(h, schedule=a.schedule, stop=a.stop, kept=kept, title=name)
