@@ -143,6 +143,8 @@ def test_after_the_last_rate_step_a_best_nothing_raised_is_called_at_the_next_ev
     assert stop is not None and stop.rule == "plateau" and stop.iteration == 1100, stop
     assert stop.numbers["best_iteration"] == 1000
     assert "last drop at iteration 1080" in stop.reason
+    # Counted from the last real gain, not restarted at the step: one evaluation of patience.
+    assert (stop.numbers["counted_from"], stop.numbers["patience"]) == (1000, 100)
     assert kept_map(curve, stop) == best_map(curve)
     # The old rule restarted its 2 000 iterations at the step: it ran to the end.
     assert first_stop(Policy(rules=(OLD_PLATEAU,)), curve) is None

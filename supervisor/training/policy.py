@@ -259,6 +259,8 @@ class Plateau:
                 "best_map": h.best.map,
                 "best_iteration": h.best.iteration,
                 "reference_iteration": ref.iteration,
+                # Where the patience window began: the reference, or a step after it.
+                "counted_from": since,
                 "patience": patience,
                 "min_delta": delta,
                 "noise_sigma": sigma,
