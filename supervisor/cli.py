@@ -491,6 +491,11 @@ def _run_job(
         click.echo(
             f"  unscored (kept, score it with `trainsup evaluate`): {u['path']} — {u['error']}"
         )
+    from supervisor.training.diagnose import Diagnosis
+
+    diagnosis = Diagnosis.from_json(r.get("diagnosis") or {})
+    for line in diagnosis.lines() if diagnosis else ():
+        click.echo(f"  {line}")
     click.echo(f"  report: {job_dir / 'report.json'}")
     return EXIT_DONE if result.status in ("finished", "stopped") else EXIT_FAILED
 

@@ -317,3 +317,64 @@ def test_report_json_carries_the_diagnosis_live_while_detached() -> None:
     facts = DiagnosisFacts(findings={"valid_too_small": 1})
     told = build_report(end=End("finished", "x"), diagnosis_facts=facts, **common)  # type: ignore[arg-type]
     assert "too small" in told["diagnosis"]["evidence"][0]
+
+
+def test_run_prints_the_diagnosis_report_json_holds(
+    tmp_path: Path, standin: Path, tiny_data: Path, stock_cfg: Path
+) -> None:
+    """`trainsup run` on the scripted stand-in (seconds): the end of its output shows the
+    diagnosis of report.json — here the tiny valid split's insufficient data."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.standin_fixtures import job_yaml, write_cfg
+
+    cfg = write_cfg(tmp_path / "t.cfg", stock_cfg, max_batches=300)
+    job = job_yaml(tmp_path, tiny_data, cfg, binary=str(standin))
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"iteration_s": 0.002}))
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "run", "--preflight", "off",
+         "--workdir", str(tmp_path / "run"), str(job)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "TRAINSUP_SCRIPT": str(script)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    d = Diagnosis.from_json(report["diagnosis"])
+    assert d is not None and d.pattern == "insufficient_data"
+    assert f"  diagnosis: {d.title()}" in done.stdout
+    assert f"    evidence: {d.evidence[0]}" in done.stdout
+
+
+def test_show_prints_the_diagnosis_of_the_jobs_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from supervisor.service import commands
+
+    d = Diagnosis("low_variance", 0.7, ("mAP levelled at 25.0 %",), ("repetitive",), ("vary",))
+    (tmp_path / "report.json").write_text(json.dumps({"diagnosis": d.to_json()}))
+    job = {
+        "id": 3, "name": "n", "state": "finished", "status": "finished", "cause": "done",
+        "device": None, "priority": 0, "after": None, "iteration": 4000,
+        "max_iterations": 4000, "avg_loss": 0.6, "last_map": 0.25, "best": None,
+        "iterations_per_s": None, "budget_left_s": None, "next_evaluation": None, "stop": None,
+        "error": None, "kept": [], "submitted": None, "user": None, "started": None,
+        "ended": None, "job_dir": str(tmp_path),
+    }  # fmt: skip
+
+    class FakeClient:
+        def json(self, method: str, path: str) -> dict[str, object]:
+            return job
+
+    monkeypatch.setattr(commands, "_client", lambda *a: FakeClient())
+    out = CliRunner().invoke(commands.show, ["3"])
+    assert out.exit_code == 0, out.output
+    assert "  diagnosis: low variance (confidence 0.70)" in out.output
+    assert "    evidence: mAP levelled at 25.0 %" in out.output
+    job["job_dir"] = str(tmp_path / "elsewhere")  # no report there: no diagnosis, no error
+    out = CliRunner().invoke(commands.show, ["3"])
+    assert out.exit_code == 0 and "diagnosis:" not in out.output

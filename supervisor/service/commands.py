@@ -16,6 +16,7 @@ import click
 
 if TYPE_CHECKING:
     from supervisor.service.client import Client
+    from supervisor.training.diagnose import Diagnosis
 
 _TERMINAL = {"finished", "failed", "cancelled"}
 POLL_S = 0.5
@@ -245,6 +246,9 @@ def show(job_id: int, as_json: bool, config_path: Path | None, socket_path: Path
         lines.append(f"  stop        {j['stop']['rule']}: {j['stop']['reason']}")
     if j["error"]:
         lines.append(f"  error       {j['error']}")
+    diagnosis = _diagnosis_of(j)
+    if diagnosis is not None:
+        lines += [f"  {line}" for line in diagnosis.lines()]
     for k in j["kept"]:
         extra = f" (iteration {k['iteration']}, mAP {_pct(k['map'])})" if k["iteration"] else ""
         lines.append(f"  kept        {k['name']}: {k['path']}{extra}")
@@ -254,6 +258,20 @@ def show(job_id: int, as_json: bool, config_path: Path | None, socket_path: Path
         f"  job dir     {j['job_dir'] or '-'}",
     ]
     click.echo("\n".join(lines))
+
+
+def _diagnosis_of(j: dict[str, Any]) -> Diagnosis | None:
+    """The job's diagnosis: the daemon's, else the one report.json holds (the job dir is on
+    this machine when the daemon is); None before the job ended or where neither is readable."""
+    from supervisor.training.diagnose import Diagnosis
+
+    d = j.get("diagnosis")
+    if d is None and j.get("job_dir"):
+        try:
+            d = json.loads((Path(j["job_dir"]) / "report.json").read_text()).get("diagnosis")
+        except (OSError, ValueError, AttributeError):
+            d = None
+    return Diagnosis.from_json(d) if isinstance(d, dict) else None
 
 
 @click.command()

@@ -114,6 +114,28 @@ class Diagnosis:
             "advice": list(self.advice),
         }
 
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> Diagnosis | None:
+        """The diagnosis `to_json` wrote (report.json, a record); None for anything else."""
+        pattern = j.get("pattern")
+        if pattern not in PATTERNS:
+            return None
+        return cls(
+            pattern,
+            float(j.get("confidence") or 0.0),
+            tuple(map(str, j.get("evidence") or ())),
+            tuple(map(str, j.get("causes") or ())),
+            tuple(map(str, j.get("advice") or ())),
+        )
+
+    def lines(self) -> list[str]:
+        """As the reports print it: `analyze`, the end of `trainsup run`, `trainsup show`."""
+        out = [f"diagnosis: {self.title()}"]
+        out += [f"  evidence: {e}" for e in self.evidence]
+        out += [f"  likely causes: {c}" for c in self.causes]
+        out += [f"  what to do: {a}" for a in self.advice]
+        return out
+
 
 # `trainsup check` finding codes (supervisor/dataset/findings.py) that bear on a pattern. Names
 # only: `training/` imports nothing of `dataset/`.
