@@ -329,3 +329,40 @@ def test_a_corrupt_file_is_moved_aside_and_the_model_starts_empty(tmp_path: Path
     assert (tmp_path / "memory.json.corrupt").exists() and not path.exists()
     MemoryStore(path).observe(peak(K, 1.0))  # and saving works again
     assert MemoryStore(path).load().entries
+
+
+# --- the daemon: its GPUs from the backend, and the memory model before a shared GPU ---------
+
+
+def test_the_daemon_sees_the_simulated_gpus_and_asks_the_model_before_sharing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: Path, stock_cfg: Path
+) -> None:
+    from supervisor.darknet.cfg import Cfg
+    from supervisor.runtime.memory_store import launch_facts
+    from supervisor.service.daemon import Daemon, detect_gpus
+    from tests.standin_fixtures import job_yaml, write_cfg
+
+    sim = tmp_path / "sim"
+    write_devices(sim, [sim_device(0, 12), sim_device(1, 8)])
+    monkeypatch.setenv("TRAINSUP_SIM_GPU", str(sim))
+    assert detect_gpus() == [0, 1]
+    monkeypatch.delenv("TRAINSUP_SIM_GPU")
+    monkeypatch.setattr(gpu_mod, "_nvml", None)
+    monkeypatch.setattr(gpu_mod, "NvmlBackend", lambda: (_ for _ in ()).throw(OSError("no")))
+    assert detect_gpus() == []  # no NVML: CPU jobs only, as before
+    monkeypatch.setenv("TRAINSUP_SIM_GPU", str(sim))
+
+    cfg = write_cfg(tmp_path / "t.cfg", stock_cfg, 500, batch=64, subdivisions=8)
+    spec = job_yaml(tmp_path, tiny_data, cfg)
+    row = {"id": 7, "spec_text": spec.read_text(), "source": str(spec), "base_dir": str(tmp_path)}
+    state = tmp_path / "state"
+    daemon: Any = types.SimpleNamespace(state_dir=state)
+    assert Daemon._memory_fits(daemon, row, [0])  # nothing known: it may start
+    # another job's stand-in holds 9 GB of GPU 0, and the model has seen this cfg need 4 GB
+    # even at mini-batch 1 (subdivisions = batch): it does not fit beside it
+    write_proc(sim, 4_000_001, 0, 9 * 1024)
+    facts = launch_facts(Cfg.load(cfg), "Simulated 12 GB", map_on=False, flavour="pjreddie")
+    MemoryStore.in_state_dir(state).observe(peak(facts.key(1), 4096.0, total_mib=12288))
+    assert not Daemon._memory_fits(daemon, row, [0])
+    remove_proc(sim, 4_000_001)
+    assert Daemon._memory_fits(daemon, row, [0])

@@ -25,7 +25,17 @@ from pathlib import Path
 import structlog
 
 from supervisor.atomicio import write_json_atomic
-from supervisor.training.memory_model import Entry, MemoryModel
+from supervisor.darknet.cfg import Cfg
+from supervisor.runtime.gpu import GpuBackend
+from supervisor.training.memory_model import (
+    Entry,
+    KeyFacts,
+    MemoryModel,
+    Pick,
+    cfg_fingerprint,
+    largest_size,
+    pick_subdivisions,
+)
 
 FILE = "memory.json"
 
@@ -99,3 +109,40 @@ class MemoryStore:
             return m
 
         return self.update(add)
+
+
+# --- the model asked about a job, with the GPU as it is now ----------------------------------
+
+
+def launch_facts(cfg: Cfg, gpu_model: str, *, map_on: bool, flavour: str) -> KeyFacts:
+    """The model's key for a launch of `cfg` (its mini-batch aside): the network's fingerprint
+    and the largest size the launch reaches (`random=1` resizes up, darknet-facts §6)."""
+    random = any(layer.random for layer in cfg.detection_layers())
+    w, h = largest_size(cfg.width, cfg.height, random=random, flavour=flavour)
+    return KeyFacts(gpu_model, cfg_fingerprint(cfg), w, h, map_on)
+
+
+def pick_for(
+    model: MemoryModel,
+    backend: GpuBackend,
+    cfg: Cfg,
+    gpus: list[int],
+    *,
+    map_on: bool,
+    flavour: str,
+    headroom: float = 0.1,
+    tune: bool = False,
+) -> Pick | None:
+    """`pick_subdivisions` for `cfg` on the job's GPUs as they are now (the least free memory
+    among them: each holds a whole copy of the network); None on the CPU or without a reading
+    of those GPUs. For the runner before a launch and the daemon before it starts a job."""
+    devices = [d for d in backend.devices() if d.index in gpus]
+    known = [d for d in devices if d.free_mib is not None]
+    if not gpus or not known or len(known) < len(set(gpus)):
+        return None
+    tightest = min(known, key=lambda d: d.free_mib or 0.0)
+    assert tightest.free_mib is not None
+    facts = launch_facts(cfg, tightest.name, map_on=map_on, flavour=flavour)
+    return pick_subdivisions(
+        model, facts, cfg.batch, cfg.subdivisions, tightest.free_mib, headroom, tune=tune
+    )

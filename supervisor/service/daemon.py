@@ -31,8 +31,12 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from supervisor.darknet.cfg import Cfg, CfgError
 from supervisor.notify.listener import NOTIFY_FLUSH_S, Notifications, attach_notifications
 from supervisor.notify.outbox import job_dir_summary
+from supervisor.runtime.gpu import NoGpu, gpu_backend
+from supervisor.runtime.memory_store import MemoryStore, pick_for
+from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.records import resume_records
 from supervisor.runtime.runner import JobRunner, JobSetupError, Progress, RunnerConfig
 from supervisor.service.admission import Refused, admit
@@ -96,18 +100,13 @@ class Conflict(Exception):
 
 
 def detect_gpus() -> list[int]:
-    """GPU indices NVML reports; none (and a log line saying so) where there is no NVML."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return list(range(int(pynvml.nvmlDeviceGetCount())))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception as e:
-        log.info("no GPU found: CPU jobs only", reason=str(e) or type(e).__name__)
+    """GPU indices the GPU backend reports (NVML, or the simulated GPU of TRAINSUP_SIM_GPU);
+    none (and a log line saying why) where there is no NVIDIA GPU."""
+    backend = gpu_backend()
+    if isinstance(backend, NoGpu):
+        log.info("no GPU found: CPU jobs only", reason=backend.reason)
         return []
+    return [d.index for d in backend.devices()]
 
 
 @dataclass
@@ -332,9 +331,37 @@ class Daemon:
                 full = any(gpus[g] >= self.config.jobs_per_gpu for g in want)
                 if full or any(g not in self.gpus for g in want):
                     continue
+                if any(gpus[g] for g in want) and not self._memory_fits(row, want):
+                    continue  # a shared GPU: wait until the memory model says the job fits
             elif cpu >= self.config.cpu_slots:
                 continue
             self._start(row, want)
+
+    def _memory_fits(self, row: dict[str, Any], want: list[int]) -> bool:
+        """Whether the memory model, asked with the GPUs' free memory now, does not predict
+        that the job runs out of memory there even at its largest subdivisions. Asked only
+        where another job holds one of the GPUs (`jobs_per_gpu` > 1): an idle GPU always gets
+        its job, whose out-of-memory ladder takes over. An unreadable spec or cfg fits (the
+        start reports it)."""
+        try:
+            spec = parse_spec(row["spec_text"], row["source"], Path(row["base_dir"]))
+            cfg = Cfg.load(spec.darknet.cfg)
+        except (SpecError, CfgError, OSError):
+            return True
+        flavour = spec.darknet.flavour if spec.darknet.flavour != "auto" else "pjreddie"
+        pick = pick_for(
+            MemoryStore.in_state_dir(self.state_dir).load(),
+            gpu_backend(),
+            cfg,
+            want,
+            map_on=evaluation_source(spec, flavour) == "darknet",
+            flavour=flavour,
+            headroom=spec.memory.headroom,
+        )
+        if pick is None or pick.fits is not False:
+            return True
+        log.debug("waiting for GPU memory", job_id=row["id"], reason=pick.reason)
+        return False
 
     def _start(self, row: dict[str, Any], device: list[int]) -> None:
         job_id = row["id"]
