@@ -171,7 +171,6 @@ class DiagnosisFacts:
     Attributes:
         max_batches / burn_in: the cfg's [net] values (a replayed log without its cfg has none).
         valid_images / train_images: the sizes of the splits (from the .data lists).
-        classes: the number of classes.
         findings: `trainsup check` finding code → how many, when the check ran on the job.
     """
 
@@ -179,7 +178,6 @@ class DiagnosisFacts:
     burn_in: int | None = None
     valid_images: int | None = None
     train_images: int | None = None
-    classes: int | None = None
     findings: Mapping[str, int] = field(default_factory=dict)
 
     def count(self, codes: Sequence[str]) -> int:
@@ -731,14 +729,14 @@ class HighLevel:
 
 @dataclass(frozen=True, slots=True)
 class LowLevel:
-    """Below `good_map`: low variance, a stalled loss (corrupted), or still rising (good).
+    """Low variance: loss plateaus and mAP barely improves (below `good_map`).
 
-    Low variance — loss plateaus and mAP barely improves: the last third's median gains less
-    than `plateau_gain` over the best before it, or (whole runs) the loss fell more than
-    `fit_fall` while mAP stayed low (the train set learnt by heart). Corrupted dataset — on a
-    whole run the loss fell less than `loss_stall` after its first descent while mAP still
-    creeps up: part of the labels cannot be fitted. Otherwise mAP is still rising: good so far
-    for a finished run, too early for a live one.
+    Low variance — the last third's median gains less than `plateau_gain` over the best
+    before it, or (whole runs) the loss fell more than `fit_fall` while mAP stayed low (the
+    train set learnt by heart). Corrupted dataset — on a whole run the loss fell less than
+    `loss_stall` after its first descent while mAP still creeps up: part of the labels cannot
+    be fitted. Otherwise mAP is still rising: good so far for a finished run, too early for a
+    live one.
     """
 
     name: ClassVar[str] = "low_level"
