@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import sys
@@ -155,6 +156,32 @@ def tuned(cases: list[Case]) -> tuple[Thresholds, str]:
     return dataclasses.replace(THRESHOLDS, loss_stall=stall, fit_fall=fit), ranges
 
 
+def live_path(path: Path) -> str:
+    """One curve replayed as the runner sees it, diagnosed live after each evaluation."""
+    case = corpus_case(path)
+    c = load_curve(path)
+    h = History()
+    seq: list[tuple[int, str]] = []
+    for e in curve_events(c):
+        h = h.add(e)
+        if isinstance(e, MapResult):
+            seq.append((h.iteration, diagnose(h, case.facts, live=True).pattern))
+    mb = case.facts.max_batches or h.iteration
+    final = seq[-1][1]
+    left = next((it for it, p in seq if p != "too_early"), None)
+    settled = seq[-1][0]
+    for it, p in reversed(seq):
+        if p != final:
+            break
+        settled = it
+    changes = sum(a[1] != b[1] for a, b in itertools.pairwise(seq))
+    return (
+        f"{case.name}: label {case.label}; leaves too_early at "
+        f"{left if left is not None else '-'}, settles on {final} at {settled} of {mb} "
+        f"({settled / mb:.0%}); {changes} change(s) of pattern"
+    )
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "inf"
 
@@ -202,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
           f"(×{ratio(acc, base_lvl)})")  # fmt: skip
     if args.misses:
         show_misses(corpus, c_diag)
+    print("\nlive (the runner's order, default thresholds): where each curve's diagnosis "
+          "leaves too_early and where it settles on its final pattern")  # fmt: skip
+    for path in curve_paths(args.corpus):
+        print("  " + live_path(path))
 
     if not args.logs.exists():
         print(f"\n(no real logs at {args.logs}: real-log score skipped)")

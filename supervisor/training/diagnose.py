@@ -514,7 +514,7 @@ class TooLittleSignal:
             return None  # the loss-only rule reads a log without mAP
         if n < t.min_evaluations:
             what = (
-                f"{n} valid evaluation{'s' if n > 1 else ''} so far ("
+                f"{n} valid evaluation{'s' if n > 1 else ''} {'so far' if f.live else 'in all'} ("
                 + ", ".join(f"{pct(e.map)} at {it_(e.iteration)}" for e in f.evals)
                 + f"): a trend needs at least {t.min_evaluations}"
             )
