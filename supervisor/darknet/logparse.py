@@ -482,6 +482,10 @@ class LogParser:
         m = _LAUNCH_RE.match(s)
         if m is None:
             return None
+        # A new darknet process: the previous one's errors (one burst per kind) and any
+        # evaluation it was in are over, so its out of memory is reported again.
+        self._gpu_kinds.clear()
+        self._eval = None
         return [
             self._count(
                 Launch(

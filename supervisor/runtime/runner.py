@@ -60,6 +60,7 @@ from supervisor.training.backoff import CAP_S, FIRST_S, RESET_S, Backoff
 from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
 from supervisor.training.events import (
     Event,
+    FatalError,
     Flavour,
     GpuError,
     Iteration,
@@ -530,6 +531,9 @@ class JobRunner:
         self._launched_at = time.monotonic()
         self._stalled = None
         self._oom = None
+        # Before its marker line is read: the old launch's last iteration must not count.
+        self.launch_state.launched()
+        self.watchdog.launched()
         self._launches.append(
             {"number": number, "pid": handle.pid, "reason": reason, "weights": weights}
         )
@@ -625,6 +629,7 @@ class JobRunner:
             max_batches=self.schedule.max_batches,
             supervisor_was_down=self._unwatched_end,
             launch_errors=tuple(e for e in self.history.gpu_errors if e.line > self._launch_line),
+            launch_fatal=tuple(e for e in self.history.fatal_errors if e.line > self._launch_line),
             memory=MemorySetting(
                 self.cfg.batch,
                 self.cfg.subdivisions,
@@ -689,7 +694,7 @@ class JobRunner:
             self.launch_state.launched()
             self.watchdog.launched()
         self.launch_state.on_event(ev, evaluating=self.parser.evaluating)
-        if isinstance(ev, GpuError) and self._oom is None:
+        if isinstance(ev, GpuError | FatalError) and self._oom is None:
             # When it happened (start, resize, -map, mid-run) chooses the ladder's first step.
             it = ev.iteration if ev.iteration is not None else self.history.iteration
             self._oom = self.launch_state.oom_context(it, self._gpu_use())

@@ -124,6 +124,10 @@ class StallWatchdog:
         median = statistics.median(self._per_iteration) if self._per_iteration else None
         pace = f"{self.k:g} × the median {median:.3g} s per iteration" if median else "no pace yet"
         return (
-            f"no iteration line for {silent:.0f} s after iteration {fmt_int(i)} (limit "
-            f"{limit:.0f} s: the larger of {pace} and {self.floor:g} s)"
+            f"no iteration line for {_s(silent)} after iteration {fmt_int(i)} (limit "
+            f"{_s(limit)}: the larger of {pace} and {self.floor:g} s)"
         )
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"

@@ -24,6 +24,7 @@ from supervisor.training.memory import (
     OomContext,
     fmt_int,
     ladder_left,
+    lost_memory_error,
     memory_error,
     next_memory_step,
 )
@@ -52,6 +53,7 @@ class EndFacts:
             restarted daemon found it gone), so no one had decided to stop it.
         detached: the supervisor let go on purpose (`--detach-on-hangup`); darknet still runs.
         launch_errors: the GPU errors darknet printed in this launch (not earlier ones).
+        launch_fatal: the fatal errors of this launch (pjreddie's lost CUDA message).
         memory: the cfg's memory settings now; None where the ladder must not act.
         relaunches: how many relaunches the job has had; max_relaunches: its limit.
         earlier_failures: what each earlier relaunched launch ended of, as `Relaunch.failure`
@@ -71,6 +73,7 @@ class EndFacts:
     supervisor_was_down: bool = False
     detached: bool = False
     launch_errors: tuple[GpuError, ...] = ()
+    launch_fatal: tuple[FatalError, ...] = ()
     memory: MemorySetting | None = None
     relaunches: int = 0
     max_relaunches: int = 6
@@ -138,6 +141,8 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
             failure=unwatched,
         )
     oom = memory_error(facts.launch_errors)
+    if oom is None and not facts.launch_errors:
+        oom = lost_memory_error(facts.launch_fatal)
     if oom is not None and facts.memory is not None:
         return _memory_relaunch(h, facts, oom)
     if facts.stalled is not None:

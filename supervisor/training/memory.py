@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from supervisor.training.events import GpuError
+from supervisor.training.events import FatalError, GpuError
 
 Phase = Literal["start", "resize", "map", "mid_run"]
 StepKind = Literal["subdivisions", "random", "map", "size"]
@@ -115,6 +115,24 @@ def memory_error(errors: tuple[GpuError, ...]) -> GpuError | None:
     and cuDNN's failures, which are allocation failures in practice (facts §6; the parser
     already files `CUDNN_STATUS_ALLOC_FAILED` and "no FWD algo found" as out of memory)."""
     return next((e for e in errors if e.kind in ("out_of_memory", "cudnn")), None)
+
+
+def lost_memory_error(fatal: tuple[FatalError, ...]) -> GpuError | None:
+    """pjreddie prints a CUDA error with printf (stdout) and then `assert(0)`s: where stdout was
+    not flushed the message dies with the process and only stderr's `cuda.c:…: check_error:
+    Assertion` remains (facts §6). Out of memory is by far its most common cause, so such an
+    assertion, with no GPU message beside it, is taken for one — and said so."""
+    for e in fatal:
+        if "check_error: Assertion" in e.message and "cuda" in e.message:
+            return GpuError(
+                "out_of_memory",
+                f"{e.message} (darknet's CUDA message was lost with its stdout: taken for out "
+                "of memory, its usual cause)",
+                e.iteration,
+                e.line,
+                e.time,
+            )
+    return None
 
 
 def order_for(s: MemorySetting, ctx: OomContext | None) -> tuple[StepKind, ...]:

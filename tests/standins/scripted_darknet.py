@@ -7,6 +7,10 @@ the JSON file named by TRAINSUP_SCRIPT (every key optional):
     iteration_s   seconds per iteration (default 0.005)
     save_s        seconds a weights file takes to write, in pieces (default 0: at once)
     hang_at       iteration after which it prints nothing more and sleeps
+    hang_marker   a path: hang only while it does not exist (it is created on hanging), so
+                  that the relaunch after a hang goes through
+    startup_s     seconds each launch takes before its first iteration (loading, default 0)
+    map_s         seconds AlexeyAB's -map evaluation takes (default 0)
     crash_at      iteration after which it ends by SIGABRT, as darknet's assert does
     oom_at        iteration after which it prints pjreddie's CUDA out-of-memory lines, exits 1
     oom_mini_batch_over  … only while batch ÷ subdivisions is above this (default 0: always)
@@ -145,10 +149,10 @@ def out_of_memory(flavour: str, s: dict[str, Any], gpu: SimGpu) -> int:
         for line in lines:
             print(line, file=sys.stderr, flush=True)
         return 1
-    # pjreddie: printf to stdout, then assert(0) → abort(): an unflushed stdout is lost.
-    sys.stdout.write("CUDA Error: out of memory\n")
+    # pjreddie: printf to stdout, then assert(0) → abort(): an unflushed stdout is lost
+    # (not left to Python's buffering, which PYTHONUNBUFFERED would defeat).
     if not s.get("lose_stdout"):
-        sys.stdout.flush()
+        print("CUDA Error: out of memory", flush=True)
     print("darknet: ./src/cuda.c:36: check_error: Assertion `0' failed.", file=sys.stderr)
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGABRT)
@@ -199,6 +203,7 @@ def _train(
             start = struct.unpack("<iiiQ", f.read(20))[3] // per_it
     note(s, f"train {start} {os.getpid()}")
     print(f"{base}\nLearning Rate: 0.001, Momentum: 0.9, Decay: 0.0005", flush=True)
+    time.sleep(float(s.get("startup_s", 0)))
     if not gpu.fits():
         return out_of_memory(flavour, s, gpu)
     side: int | None = None  # the input size after a resize (None: the cfg's)
@@ -236,8 +241,12 @@ def _train(
                 flush=True,
             )
         if s.get("hang_at") == i:
-            while True:
-                time.sleep(60)
+            marker = Path(s["hang_marker"]) if s.get("hang_marker") else None
+            if marker is None or not marker.exists():
+                if marker is not None:
+                    marker.touch()
+                while True:
+                    time.sleep(60)
         if s.get("crash_at") == i:
             print("darknet: ./src/utils.c:256: error: Assertion `0' failed.", flush=True)
             os.kill(os.getpid(), signal.SIGABRT)
@@ -250,6 +259,7 @@ def _train(
             print(" calculation mAP (mean average precision)...", flush=True)
             if not gpu.fits(map_on=True):
                 return out_of_memory(flavour, s, gpu)
+            time.sleep(float(s.get("map_s", 0)))
             value = maps[min(evaluations, len(maps) - 1)]
             evaluations += 1
             print_map_block(value)

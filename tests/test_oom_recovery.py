@@ -1,0 +1,426 @@
+"""Out of memory is a setting, not a failure; a hung darknet is relaunched (issue 12, the runner
+side). The scripted stand-in darknet (tests/standins/scripted_darknet.py) trains on a simulated
+GPU (`TRAINSUP_SIM_GPU`, tests/standins/gpu_need.py): it needs `gpu_need.need_mib(cfg…)` MiB —
+nonlinear in mini-batch and input size, noisy, more while -map evaluates — and prints its
+flavour's out-of-memory lines when that exceeds the device's free memory. Each test sizes the
+device between two needs, so that exactly the expected ladder steps are taken."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from supervisor.darknet.cfg import Cfg
+from supervisor.dataset.demo import write_demo_cfg
+from supervisor.runtime import records
+from supervisor.runtime.runner import JobResult, JobRunner, RunnerConfig
+from supervisor.runtime.watchdog import LaunchState, StallWatchdog
+from supervisor.spec import load_spec
+from supervisor.training.backoff import Backoff
+from supervisor.training.ending import EndFacts, Relaunch, classify_end
+from supervisor.training.events import FatalError, Iteration, MapResult, Resized
+from supervisor.training.history import History
+from supervisor.training.memory import (
+    GpuUse,
+    MemorySetting,
+    OomContext,
+    next_memory_step,
+    next_subdivisions,
+)
+from tests.standins import gpu_need
+
+pytestmark = pytest.mark.timeout(120)
+
+OTHER_MIB = 300.0  # another process's use of the simulated GPU
+
+
+class Job:
+    """One stand-in job on a simulated GPU: files, script, device, and what the runner did."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        standin: Path,
+        data: Path,
+        stock: Path,
+        *,
+        script: dict[str, Any],
+        flavour: str = "alexeyab",
+        cfg: dict[str, Any] | None = None,
+        random: bool = False,
+        max_batches: int = 300,
+        **job: Any,
+    ) -> None:
+        self.tmp = tmp
+        self.calls = tmp / "calls.log"
+        self.gpu_dir = tmp / "gpu"
+        path = write_demo_cfg(
+            tmp / "c.cfg", source=stock, max_batches=max_batches, steps=(200, 250)
+        )
+        c = Cfg.load(path)
+        for k, v in {"width": 416, "height": 416, **(cfg or {})}.items():
+            c.set_net(k, v)
+        c.set_random(1 if random else 0)
+        c.save(path)
+        self.cfg = c
+        self.script_path = tmp / "script.json"
+        self.script_path.write_text(
+            json.dumps({"log": str(self.calls), "flavour": flavour, **script})
+        )
+        spec: dict[str, Any] = {
+            "name": "t",
+            "darknet": {
+                "binary": str(standin),
+                "flavour": flavour,
+                "data": str(data),
+                "cfg": str(path),
+                "gpus": [0],
+            },
+            "evaluation": {"every": 100, "source": "supervisor"},
+            "stop": {"plateau": False, "overfit": False, "not_learning": False},
+            **job,
+        }
+        self.file = tmp / "job.yaml"
+        self.file.write_text(yaml.safe_dump(spec))
+        self.dir = tmp / "job"
+
+    def need(self, **setting: Any) -> float:
+        return gpu_need.need_mib(self.cfg, **setting)
+
+    def device(self, free_mib: float) -> None:
+        """A simulated GPU with `free_mib` free for darknet."""
+        dev = gpu_need.sim_device(0, 12, other_used_mib=OTHER_MIB)
+        dev["total_mib"] = OTHER_MIB + free_mib
+        gpu_need.write_devices(self.gpu_dir, [dev])
+
+    def runner(self, **config: Any) -> JobRunner:
+        os.environ["TRAINSUP_SCRIPT"] = str(self.script_path)
+        os.environ[gpu_need.SIM_ENV] = str(self.gpu_dir)
+        knobs: dict[str, Any] = {"poll": 0.02, "tick": 0.2, "grace": 3.0, "checkpoint_every": 0.0}
+        knobs |= {"backoff": 0.01, **config}
+        return JobRunner(load_spec(self.file), self.dir, RunnerConfig(**knobs))
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        recs = list(records.read_records(self.dir / "events.jsonl"))
+        return [r for r in recs if kind is None or r["type"] == kind]
+
+    def starts(self) -> list[int]:
+        """The iteration each launch resumed from, as the stand-in saw it."""
+        lines = self.calls.read_text().splitlines()
+        return [int(c.split()[1]) for c in lines if c.startswith("train")]
+
+    def launch_argvs(self) -> list[list[str]]:
+        return [list(e["argv"]) for e in self.events("Launch")]
+
+
+@pytest.fixture
+def make_job(
+    tmp_path: Path,
+    standin: Path,
+    tiny_data: Path,
+    stock_cfg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., Job]:
+    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
+    monkeypatch.setenv(gpu_need.SIM_ENV, "")
+    return lambda **kw: Job(tmp_path, standin, tiny_data, stock_cfg, **kw)
+
+
+def run(r: JobRunner) -> JobResult:
+    return asyncio.run(r.run())
+
+
+def between(low: float, high: float) -> float:
+    assert low < high, (low, high)  # the test's premise: the smaller setting needs less
+    return (low + high) / 2
+
+
+def every_iteration_once(r: JobRunner, last: int) -> None:
+    its = [i for i, _ in r.history.loss.points()]
+    assert its == list(range(1, last + 1))
+
+
+# --- out of memory at start -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("words", ["cuda", "cudnn_alloc", "cudnn_algo"])
+def test_out_of_memory_at_start_climbs_subdivisions_until_it_fits(
+    make_job: Callable[..., Job], words: str
+) -> None:
+    # batch 8: mini-batch 8 and 4 do not fit, 2 does. cuDNN's allocation failure and its "no
+    # FWD algo found" are memory errors too (facts §6).
+    job = make_job(script={"iteration_s": 0.002, "oom_words": words})
+    job.device(between(job.need(mini_batch=2), job.need(mini_batch=4)))
+    runner = job.runner()
+    result = run(runner)
+    r = result.report
+    assert result.status == "finished", r["cause"]
+    relaunched = job.events("Relaunched")
+    assert [e["change"] for e in relaunched] == [{"subdivisions": 2}, {"subdivisions": 4}]
+    first = relaunched[0]["reason"]
+    assert first.startswith("out of memory at start, before the first iteration")
+    assert "(mini-batch 8 at 416×416" in first and "batch still 8, mini-batch 4" in first
+    assert "starting again from the initial weights" in first  # nothing was saved yet
+    assert all(e["trigger"] == "memory" for e in relaunched)
+    assert job.starts() == [0, 0, 0]
+    cfg = Cfg.load(next(job.dir.glob("*.cfg")))
+    assert (cfg.batch, cfg.subdivisions) == (8, 4)  # batch never changes
+    every_iteration_once(runner, 300)
+    # report.json lists the launches, each with what ended it and how the next one started.
+    launches = r["launches"]
+    assert len(launches) == 3
+    assert [x.get("ended_by", {}).get("change") for x in launches] == [
+        {"subdivisions": 2}, {"subdivisions": 4}, None,
+    ]  # fmt: skip
+    on_disk = json.loads((job.dir / "report.json").read_text())
+    assert on_disk["launches"][0]["ended_by"]["trigger"] == "memory"
+
+
+# --- mid-run: after a resize, during -map -----------------------------------------------------
+
+
+def test_out_of_memory_after_a_resize_turns_random_off_first(
+    make_job: Callable[..., Job],
+) -> None:
+    # random=1: the stand-in resizes to 608×608 after iteration 150. The cfg's 416×416 fits,
+    # 608×608 does not: random=0 is the step (a smaller mini-batch would have been slower).
+    job = make_job(script={"iteration_s": 0.002, "resizes": [[150, 608]]}, random=True)
+    job.device(between(job.need(), job.need(width=608, height=608)))
+    runner = job.runner()
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    relaunched = job.events("Relaunched")
+    assert [e["change"] for e in relaunched] == [{"random": 0}]
+    reason = relaunched[0]["reason"]
+    assert reason.startswith("out of memory at iteration 150, right after resizing to 608×608")
+    assert "(mini-batch 8 at 608×608" in reason
+    assert (
+        reason.endswith("resuming from iteration 100") or "resuming from iteration 100;" in reason
+    )
+    assert job.starts() == [0, 100]  # no -clear: the count goes on from the newest save
+    assert [(e["width"], e["height"]) for e in job.events("Resized")] == [(608, 608)]
+    every_iteration_once(runner, 300)
+    assert result.report["iterations"]["repeated"]  # 101…150 ran twice, kept once
+
+
+def test_out_of_memory_during_map_drops_map_and_the_supervisor_evaluates(
+    make_job: Callable[..., Job],
+) -> None:
+    # darknet's -map builds a second network: training fits, training + evaluation does not.
+    job = make_job(
+        script={"iteration_s": 0.002, "map_every": 150},
+        evaluation={"every": 100, "source": "auto"},
+    )
+    job.device(between(job.need(), job.need(map_on=True)))
+    runner = job.runner()
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    relaunched = job.events("Relaunched")
+    assert len(relaunched) == 1 and relaunched[0]["drop_map"] is True
+    assert relaunched[0]["change"] == {}  # the cfg is untouched
+    assert relaunched[0]["reason"].startswith(
+        "out of memory during darknet's -map evaluation at iteration 150"
+    )
+    argvs = job.launch_argvs()
+    assert "-map" in argvs[0] and "-map" not in argvs[1]
+    sources = {e["source"] for e in job.events("MapResult")}
+    assert sources == {"supervisor"}  # darknet never got to print its mAP
+    assert result.report["evaluation_source"] == "supervisor"
+    assert job.starts() == [0, 100]
+    every_iteration_once(runner, 300)
+
+
+def test_pjreddie_out_of_memory_whose_message_was_lost_still_climbs(
+    make_job: Callable[..., Job],
+) -> None:
+    # pjreddie printf()s the CUDA error and abort()s: unflushed, only stderr's assertion is
+    # left (facts §6). It is taken for out of memory, and the ladder says so.
+    job = make_job(
+        script={"iteration_s": 0.002, "lose_stdout": True}, flavour="pjreddie", max_batches=200
+    )
+    job.device(between(job.need(mini_batch=4), job.need(mini_batch=8)))
+    result = run(job.runner())
+    assert result.status == "finished", result.report["cause"]
+    assert [e["change"] for e in job.events("Relaunched")] == [{"subdivisions": 2}]
+    assert not any("CUDA Error" in e["message"] for e in job.events("GpuError"))
+
+
+def test_the_ladder_gives_up_with_a_report_when_no_step_is_left(
+    make_job: Callable[..., Job],
+) -> None:
+    # Nothing fits (not even mini-batch 1); batch 4 leaves two subdivisions steps.
+    job = make_job(script={"iteration_s": 0.002}, cfg={"batch": 4}, max_batches=200)
+    job.device(job.need(mini_batch=1) / 2)
+    result = run(job.runner())
+    r = result.report
+    assert result.status == "failed"
+    assert [e["change"] for e in job.events("Relaunched")] == [
+        {"subdivisions": 2}, {"subdivisions": 4},
+    ]  # fmt: skip
+    assert "the ladder has no step left" in r["cause"]
+    assert "memory.allow_resize is off" in r["cause"] and "raise subdivisions" in r["cause"]
+
+
+def test_the_relaunch_budget_ends_the_ladder(make_job: Callable[..., Job]) -> None:
+    job = make_job(script={"iteration_s": 0.002}, memory={"max_relaunches": 1}, max_batches=200)
+    job.device(job.need(mini_batch=1) / 2)
+    result = run(job.runner())
+    assert result.status == "failed"
+    assert len(job.events("Relaunched")) == 1
+    assert "after 1 relaunches (memory.max_relaunches = 1)" in result.report["cause"]
+
+
+# --- a hang -----------------------------------------------------------------------------------
+
+
+def test_a_hang_is_killed_and_relaunched_from_the_newest_weights(
+    make_job: Callable[..., Job],
+) -> None:
+    # Each launch loads for 0.8 s before its first iteration: longer than the 0.4 s floor,
+    # which must not count (darknet builds its network first). Then it hangs once after 150.
+    job = make_job(
+        flavour="pjreddie",
+        script={
+            "iteration_s": 0.002,
+            "startup_s": 0.8,
+            "hang_at": 150,
+            "hang_marker": "",
+        },
+    )
+    script = json.loads(job.script_path.read_text())
+    script["hang_marker"] = str(job.tmp / "hung")
+    job.script_path.write_text(json.dumps(script))
+    job.device(job.need(map_on=True) * 2)
+    runner = job.runner(stall_floor=0.4, stall_k=20.0, backoff=0.2)
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    stalled = job.events("Stalled")
+    assert len(stalled) == 1 and stalled[0]["iteration"] == 150
+    assert "no iteration line for" in stalled[0]["reason"]
+    relaunched = job.events("Relaunched")
+    assert [e["trigger"] for e in relaunched] == ["stall"]
+    assert relaunched[0]["reason"].startswith("darknet hung: no iteration line for")
+    assert "resuming from iteration 100" in relaunched[0]["reason"]
+    assert relaunched[0]["backoff_s"] == 0.2 and "after 200 ms" in relaunched[0]["reason"]
+    launched = job.events("Launched")
+    assert launched[1]["time"] - relaunched[0]["time"] >= 0.2  # the backoff was waited out
+    assert job.starts() == [0, 100]
+    every_iteration_once(runner, 300)
+
+
+def test_a_long_map_evaluation_is_not_a_hang(make_job: Callable[..., Job]) -> None:
+    job = make_job(
+        script={"iteration_s": 0.002, "map_every": 100, "map_s": 1.0},
+        evaluation={"every": 100, "source": "auto"},
+        max_batches=200,
+    )
+    job.device(job.need(map_on=True) * 2)
+    result = run(job.runner(stall_floor=0.4))
+    assert result.status == "finished", result.report["cause"]
+    assert not job.events("Stalled") and not job.events("Relaunched")
+    assert len([e for e in job.events("MapResult") if e["source"] == "darknet"]) == 2
+
+
+def test_a_crash_loop_the_same_hang_twice_ends_the_job(make_job: Callable[..., Job]) -> None:
+    job = make_job(flavour="pjreddie", script={"iteration_s": 0.002, "hang_at": 150})
+    job.device(job.need() * 2)
+    result = run(job.runner(stall_floor=0.3, backoff=0.05))
+    r = result.report
+    assert result.status == "failed"
+    assert len(job.events("Stalled")) == 2 and len(job.events("Relaunched")) == 1
+    assert "the second time after iteration 150" in r["cause"] and "dmesg" in r["cause"]
+    assert r["kept"]["last"]["iteration"] == 100  # the newest complete save is kept
+
+
+# --- the pure pieces --------------------------------------------------------------------------
+
+
+def test_subdivisions_keep_the_images_per_iteration() -> None:
+    assert next_subdivisions(64, 8) == 16
+    assert next_subdivisions(64, 64) is None
+    assert next_subdivisions(24, 8) == 24  # 16 does not divide 24: the next that does
+    assert next_subdivisions(6, 4) is None  # 6 // 4 × 4 = 4 images: no larger value keeps 4
+
+
+def test_the_first_step_depends_on_when_memory_ran_out() -> None:
+    s = MemorySetting(64, 16, random=True, map=True, width=608, height=608, allow_resize=True)
+    mid = next_memory_step(s, OomContext("mid_run", 29843))
+    assert mid is not None and mid.changes == {"subdivisions": 32}
+    at_map = next_memory_step(s, OomContext("map", 1000))
+    assert at_map is not None and at_map.drop_map and not at_map.changes
+    bigger = next_memory_step(s, OomContext("resize", 500, (896, 896)))
+    assert bigger is not None and bigger.changes == {"random": 0}
+    smaller = next_memory_step(s, OomContext("resize", 500, (416, 416)))
+    assert smaller is not None and smaller.changes == {"subdivisions": 32}
+    last = MemorySetting(64, 64, random=False, map=False, width=608, height=608, allow_resize=True)
+    step = next_memory_step(last, OomContext("mid_run", 1))
+    assert step is not None and step.changes == {"width": 576, "height": 576}
+    assert "10% fewer pixels" in step.words and "small objects" in step.words
+    assert next_memory_step(MemorySetting(64, 64, False, width=608, height=608)) is None
+
+
+def test_the_reason_reads_like_the_story() -> None:
+    h = History()
+    for i in (29842, 29843):
+        h = h.add(Iteration(i, 1.0, 1.0, 0.001, line=i))
+    facts = EndFacts(
+        exit={"returncode": 1},
+        final_complete=False,
+        launch_errors=(),
+        launch_fatal=(FatalError("darknet: ./src/cuda.c:36: check_error: Assertion", 29843),),
+        memory=MemorySetting(64, 8, random=True, width=608, height=608),
+        oom=OomContext("mid_run", 29843, gpu=GpuUse(0, 11.7 * 1024, 12.0 * 1024)),
+    )
+    d = classify_end(h, facts)
+    assert isinstance(d, Relaunch)
+    assert d.reason == (
+        "out of memory at iteration 29 843 (mini-batch 8 at 608×608 on GPU 0, 11.7/12.0 GB "
+        "used): relaunched with subdivisions=16 (batch still 64, mini-batch 4)"
+    )
+    assert d.numbers["gpu_used_mib"] == 11.7 * 1024
+
+
+def test_backoff_doubles_per_quick_failure_and_resets_after_a_long_run() -> None:
+    b = Backoff(first=10, cap=300, reset=600)
+    assert [b.delay(n) for n in range(0, 8)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert b.failures_in_a_row(3, ran_s=5) == 4
+    assert b.failures_in_a_row(3, ran_s=3600) == 1
+    assert "after 20 s" in b.words(2) and "at most 5 min" in b.words(2)
+
+
+def test_the_watchdog_waits_for_the_first_iteration_and_for_evaluations() -> None:
+    w = StallWatchdog(k=10, floor=5)
+    w.launched()
+    assert w.check(1000.0, busy=False) is None  # not armed before the first iteration
+    for k in range(10):
+        w.on_iteration(100.0 + k, k + 1)  # 1 s per iteration: limit max(10 s, 5 s)
+    assert w.limit() == 10
+    assert w.check(105.0, busy=False) is None
+    assert w.check(150.0, busy=True) is None  # an evaluation: the clock restarts after it
+    assert w.check(155.0, busy=False) is None
+    why = w.check(161.0, busy=False)
+    assert why is not None and "after iteration 10" in why and "limit 10 s" in why, why
+
+
+def phase(st: LaunchState) -> str:
+    return st.phase  # read afresh each time (mypy would narrow the property)
+
+
+def test_launch_state_tells_start_resize_map_and_mid_run() -> None:
+    st = LaunchState()
+    assert phase(st) == "start"
+    st.on_event(Resized(896, 896, None), evaluating=False)
+    assert st.oom_context(0).size == (896, 896) and phase(st) == "resize"
+    st.on_event(Iteration(1, 1.0, 1.0, 0.001), evaluating=False)
+    assert phase(st) == "mid_run"
+    st.on_event(Iteration(2, 1.0, 1.0, 0.001), evaluating=True)
+    assert phase(st) == "map"
+    st.on_event(MapResult(2, 0.5), evaluating=False)
+    assert phase(st) == "mid_run"
