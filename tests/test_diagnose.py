@@ -378,3 +378,19 @@ def test_show_prints_the_diagnosis_of_the_jobs_report(
     job["job_dir"] = str(tmp_path / "elsewhere")  # no report there: no diagnosis, no error
     out = CliRunner().invoke(commands.show, ["3"])
     assert out.exit_code == 0 and "diagnosis:" not in out.output
+
+
+@pytest.mark.shared_logs
+def test_every_shared_log_gets_a_well_formed_diagnosis(logs_dir: Path) -> None:
+    """Failures, resumes, replays going backwards, NaN, Colab tails: an answer for each, live
+    or not, never an exception."""
+    from supervisor.darknet.analyze import analyze_log
+    from supervisor.training.policy import Policy
+
+    for p in sorted(logs_dir.glob("*.log")):
+        h = analyze_log(p, Policy(rules=())).history
+        for live in (False, True):
+            d = diagnose(h, live=live)
+            assert d.pattern in PATTERNS and 0.0 <= d.confidence <= 1.0, p.name
+            assert d.evidence and all(isinstance(e, str) and e for e in d.evidence), p.name
+            assert Diagnosis.from_json(json.loads(json.dumps(d.to_json()))) is not None
