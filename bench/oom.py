@@ -272,9 +272,14 @@ def main() -> int:
         print(f"{k:<7} relaunches {rel:>3}  iterations lost {lost:>7}  gave up {gave_up}")
     nr, nl = totals["naive"][0], totals["naive"][1]
     pr, pl = totals["primed"][0], totals["primed"][1]
+    lr, ll = totals["ladder"][0], totals["ladder"][1]
     print(
         f"\nratio ladder + model (primed) / naive: relaunches {pr / nr:.2f}, "
         f"iterations lost {pl / max(nl, 1):.3f}"
+    )
+    print(
+        f"ratio ladder alone / naive: relaunches {lr / nr:.2f}, "
+        f"iterations lost {ll / max(nl, 1):.4f}"
     )
     print(f"unseen pairs stable within one relaunch: {unseen_ok}/{n}")
     print(f"seen pairs stable at the first launch:   {seen_ok}/{n}")
