@@ -339,25 +339,24 @@ class Daemon:
 
     def _memory_fits(self, row: dict[str, Any], want: list[int]) -> bool:
         """Whether the memory model, asked with the GPUs' free memory now, does not predict
-        that the job runs out of memory there even at its largest subdivisions. Asked only
-        where another job holds one of the GPUs (`jobs_per_gpu` > 1): an idle GPU always gets
-        its job, whose out-of-memory ladder takes over. An unreadable spec or cfg fits (the
-        start reports it)."""
+        that the job runs out of memory there even at subdivisions = batch. Asked only where
+        another job holds one of the GPUs (`jobs_per_gpu` > 1): an idle GPU always gets its
+        job, whose out-of-memory ladder takes over. An unreadable spec or cfg fits (the start
+        reports it)."""
         try:
             spec = parse_spec(row["spec_text"], row["source"], Path(row["base_dir"]))
-            cfg = Cfg.load(spec.darknet.cfg)
+            flavour = spec.darknet.flavour if spec.darknet.flavour != "auto" else "pjreddie"
+            pick = pick_for(
+                MemoryStore.in_state_dir(self.state_dir).load(),
+                gpu_backend(),
+                Cfg.load(spec.darknet.cfg),
+                want,
+                map_on=evaluation_source(spec, flavour) == "darknet",
+                flavour=flavour,
+                headroom=spec.memory.headroom,
+            )
         except (SpecError, CfgError, OSError):
             return True
-        flavour = spec.darknet.flavour if spec.darknet.flavour != "auto" else "pjreddie"
-        pick = pick_for(
-            MemoryStore.in_state_dir(self.state_dir).load(),
-            gpu_backend(),
-            cfg,
-            want,
-            map_on=evaluation_source(spec, flavour) == "darknet",
-            flavour=flavour,
-            headroom=spec.memory.headroom,
-        )
         if pick is None or pick.fits is not False:
             return True
         log.debug("waiting for GPU memory", job_id=row["id"], reason=pick.reason)
