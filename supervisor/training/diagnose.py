@@ -354,7 +354,8 @@ class Features:
 
 
 def _features(h: History, facts: DiagnosisFacts, t: Thresholds, live: bool) -> Features:
-    evals = tuple(e for e in h.evaluations if e.valid)
+    # By iteration: a resumed run's repeated stretch can put an evaluation after a later one.
+    evals = tuple(sorted((e for e in h.evaluations if e.valid), key=lambda e: e.iteration))
     objects: int | None = None
     for e in reversed(evals):
         r = e.result
@@ -736,7 +737,7 @@ class LowLevel:
     train set learnt by heart). Corrupted dataset — on a whole run the loss fell less than
     `loss_stall` after its first descent while mAP still creeps up: part of the labels cannot
     be fitted. Otherwise mAP is still rising: good so far for a finished run, too early for a
-    live one.
+    live one — or, with too few evaluations in the last third to tell, insufficient data.
     """
 
     name: ClassVar[str] = "low_level"
@@ -801,19 +802,30 @@ class LowLevel:
             return Diagnosis(
                 "low_variance", 0.6, tuple(ev), _LOW_VARIANCE_CAUSES, _LOW_VARIANCE_ADVICE
             )
-        ev = [level]
-        if g is not None:
-            ev.append(
-                f"still rising: the last third's median {pct(g[1])} is {pts(g[0])} above the "
-                "best before it — it may gain more with a longer run"
+        if g is None:
+            # Too few evaluations in the last third to tell a plateau from a climb.
+            why = (
+                f"{level}, over {len(f.evals)} evaluations: too few in the last third of them "
+                "to tell a plateau from a climb"
             )
-        ev.append(_loss_words(f))
+            if f.live:
+                return _too_early(why, f)
+            return Diagnosis(
+                "insufficient_data", 0.5, (why, _loss_words(f)), _INSUFFICIENT_CAUSES,
+                _INSUFFICIENT_ADVICE,
+            )  # fmt: skip
         if f.live:
             # Still climbing below the high level: where it levels decides between good and
             # low variance, and a live run has not shown that yet.
             return _too_early(
                 f"mAP is still rising at {pct(b.map)}: the level it reaches decides", f
             )
+        ev = [
+            level,
+            f"still rising: the last third's median {pct(g[1])} is {pts(g[0])} above the best "
+            "before it — it may gain more with a longer run",
+            _loss_words(f),
+        ]
         return _good(f, ev, 0.45)
 
 
