@@ -176,6 +176,15 @@ def test_a_mediocre_plateau_is_low_variance_and_a_high_one_good() -> None:
     assert diagnose(run(falling(4000), high, start=2001)).pattern == "good"
 
 
+def test_a_mediocre_tail_with_too_few_late_evaluations_is_not_called_good() -> None:
+    # Four evaluations of a Colab tail: two in the last third, no plateau or climb to read.
+    maps = {2500: 0.40, 3000: 0.45, 3500: 0.47, 4000: 0.50}
+    h = run(falling(2500), maps, start=1501)
+    assert diagnose(h).pattern == "insufficient_data"
+    assert "to tell a plateau from a climb" in diagnose(h).evidence[0]
+    assert diagnose(h, live=True).pattern == "too_early"
+
+
 def test_duplicates_across_splits_make_a_great_mAP_suspect() -> None:
     maps = {it: 0.97 for it in range(500, 4001, 500)}
     h = run(falling(4000), maps)
