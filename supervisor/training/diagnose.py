@@ -19,6 +19,13 @@ How it decides, in this order (each step is one small named rule below):
 A log without mAP lines gets what its loss alone supports (blow-up, short, still falling,
 levelled), and the evidence says so.
 
+The numbers the rules compare against are `Thresholds` (each explained there). Confidence is
+a plain scale, not a probability: a base per rule (how directly the seed's sentence is seen —
+0.85 for mAP near zero, 0.3 for a loss read alone), raised by the number of evaluations and by
+`trainsup check` findings that explain the pattern, lowered by findings that make it suspect.
+The loss windows (100 iterations; "settled" at 1/8 of the run, "the end" its last tenth) are
+shape, not tuning: they follow darknet's avg loss, an EMA over ~10 iterations.
+
 `gpu_advice(kind)`: what to do about a CUDA/cuDNN failure (facts §6, DESIGN 5), used by the
 runner, `analyze` and the notifications.
 """
