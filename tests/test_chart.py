@@ -26,6 +26,7 @@ from supervisor.dataset.demo import write_demo_cfg
 from supervisor.report.chart import (
     MAX_POINTS,
     ChartData,
+    Envelope,
     Kept,
     chart_data,
     render,
@@ -118,6 +119,23 @@ def test_a_loss_within_a_decade_stays_linear_and_layer_iou_fills_in() -> None:
     assert not d.log_scale
     assert d.evaluations == () and d.best is None
     assert d.iou_source == "layers" and d.iou[0] == (1, pytest.approx(0.201))
+
+
+def test_the_envelope_keeps_memory_bounded_spikes_and_the_later_launchs_values() -> None:
+    env = Envelope(limit=100)
+    for i in range(1, 100_001):
+        env.add(i, 1000.0 if i == 54_321 else 2.0)
+    assert len(env) <= 200 and env.width > 1
+    bands = env.bands()
+    assert bands[0][0] == 0 and max(b[2] for b in bands) == 1000.0
+    assert min(b[1] for b in bands) == 2.0
+    # A resume from 90 000: what came after it is gone, the new values count.
+    for i in range(90_000, 95_001):
+        env.add(i, 1.0)
+    assert env.last == 95_000 and env.bands()[-1][0] <= 95_000
+    assert env.bands()[-1][1] == 1.0
+    xs, means = env.means()
+    assert len(xs) == len(env) and all(0.9 < m < 1000 for m in means)
 
 
 def test_a_long_run_is_thinned_for_drawing_with_its_ends_and_spikes_kept() -> None:
@@ -396,8 +414,11 @@ def test_attach_chart_seeds_the_curve_from_an_existing_events_file(tmp_path: Pat
     subscribed: list[Callable[..., None]] = []
     chart = attach_chart(subscribed.append, job, History, title=None)
     assert subscribed == [chart]
-    assert chart.facts.last_iteration == 1000 and chart.facts.relaunches == [300]
-    chart.close(1)
+    # Records published while the worker reads the file wait for it, and come after it.
+    chart({"type": "Relaunched", "reason": "resume", "iteration": 1000})
+    assert chart.flush(10)
+    assert chart.facts.last_iteration == 1000 and chart.facts.relaunches == [300, 1000]
+    assert chart.close(5) and chart.drawn == 0  # nothing asked for a drawing
 
 
 @pytest.mark.shared_logs

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -135,6 +136,102 @@ def _bands(
     return tuple(out)
 
 
+Band = tuple[int, float, float]
+
+
+def _merge(bands: Sequence[Band], limit: int) -> tuple[Band, ...]:
+    """At most `limit` bands: neighbours merged k at a time (first start, lowest, highest)."""
+    k = max(1, math.ceil(len(bands) / limit))
+    if k == 1:
+        return tuple(bands)
+    return tuple(
+        (bands[i][0], min(b[1] for b in bands[i : i + k]), max(b[2] for b in bands[i : i + k]))
+        for i in range(0, len(bands), k)
+    )
+
+
+class Envelope:
+    """A per-iteration series in bounded memory: lowest, highest and mean per bucket.
+
+    What a chart needs of the loss and layer IoU of every iteration, which the history does
+    not keep: a week-long log has millions of iterations, the chart ~1 000 pixels. Buckets
+    start at multiples of `width`; when there are more than twice `limit` of them, the width
+    doubles and neighbours merge, so memory stays ~2 × `limit` buckets whatever the length. A
+    repeated iteration (a resumed launch) drops the buckets from its own on; that bucket keeps
+    what it had seen before the repeat (an envelope, so at worst a little wider).
+    """
+
+    __slots__ = ("_hi", "_lo", "_n", "_starts", "_sum", "last", "limit", "width")
+
+    def __init__(self, limit: int = MAX_POINTS) -> None:
+        self.limit = limit
+        self.width = 1
+        self.last: int | None = None
+        self._starts: list[int] = []
+        self._lo: list[float] = []
+        self._hi: list[float] = []
+        self._sum: list[float] = []
+        self._n: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def add(self, iteration: int, value: float) -> None:
+        starts = self._starts
+        if self.last is not None and iteration <= self.last:
+            k = bisect_right(starts, iteration - iteration % self.width)
+            for col in (starts, self._lo, self._hi, self._sum, self._n):
+                del col[k:]
+        self.last = iteration
+        if not math.isfinite(value):
+            return
+        start = iteration - iteration % self.width
+        if starts and starts[-1] == start:
+            self._lo[-1] = min(self._lo[-1], value)
+            self._hi[-1] = max(self._hi[-1], value)
+            self._sum[-1] += value
+            self._n[-1] += 1
+            return
+        starts.append(start)
+        self._lo.append(value)
+        self._hi.append(value)
+        self._sum.append(value)
+        self._n.append(1)
+        if len(starts) > 2 * self.limit:
+            self._widen()
+
+    def _widen(self) -> None:
+        self.width *= 2
+        w = self.width
+        old = list(zip(self._starts, self._lo, self._hi, self._sum, self._n, strict=True))
+        starts: list[int] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        sums: list[float] = []
+        ns: list[int] = []
+        for st, a, b, sm, n in old:
+            st -= st % w
+            if starts and starts[-1] == st:
+                lo[-1], hi[-1] = min(lo[-1], a), max(hi[-1], b)
+                sums[-1] += sm
+                ns[-1] += n
+            else:
+                starts.append(st)
+                lo.append(a)
+                hi.append(b)
+                sums.append(sm)
+                ns.append(n)
+        self._starts, self._lo, self._hi, self._sum, self._n = starts, lo, hi, sums, ns
+
+    def bands(self) -> tuple[Band, ...]:
+        """(bucket start, lowest, highest), one per bucket."""
+        return tuple(zip(self._starts, self._lo, self._hi, strict=True))
+
+    def means(self) -> Series:
+        """(bucket start, mean) per bucket: the series thinned to the buckets."""
+        return list(self._starts), [sm / n for sm, n in zip(self._sum, self._n, strict=True)]
+
+
 def _spans_decades(values: Sequence[float]) -> bool:
     pos = [v for v in values if v > 0]
     return bool(pos) and max(pos) >= LOG_SCALE_SPAN * min(pos)
@@ -162,6 +259,7 @@ def chart_data(
     kept: Sequence[Kept] = (),
     relaunches: Sequence[int] = (),
     loss: Series | None = None,
+    loss_bands: Sequence[Band] | None = None,
     layer_iou: Series | None = None,
     title: str | None = None,
     max_points: int = MAX_POINTS,
@@ -170,9 +268,9 @@ def chart_data(
 
     `schedule` gives the learning-rate steps, burn_in and max_batches (a replayed log's is
     inferred from the printed rate); `stop` the stop marker; `kept` the kept weights;
-    `relaunches` the iterations a relaunch resumed from; `loss` and `layer_iou` the
-    per-iteration loss and the layers' IoU, which the history does not keep; `title` the
-    diagnosis' title (else `default_title`).
+    `relaunches` the iterations a relaunch resumed from; `loss` (or `loss_bands`, an
+    `Envelope`'s) and `layer_iou` the per-iteration loss and the layers' IoU, which the history
+    does not keep; `title` the diagnosis' title (else `default_title`).
     """
     h = history
     s = schedule or Schedule()
@@ -185,7 +283,10 @@ def chart_data(
         step = math.ceil(n / max_points)
         ks = [*range(0, n, step), *([n - 1] if (n - 1) % step else [])]
         avg = tuple(p for p in (h.loss.point(k) for k in ks) if math.isfinite(p[1]))
-    bands = _bands(loss[0], loss[1], max_points) if loss is not None else ()
+    if loss_bands is not None:
+        bands = _merge(loss_bands, max_points)
+    else:
+        bands = _bands(loss[0], loss[1], max_points) if loss is not None else ()
     valid = tuple((e.iteration, e.map) for e in h.evaluations if e.valid)
     invalid = tuple(e.iteration for e in h.evaluations if not e.valid)
     eval_iou = tuple(

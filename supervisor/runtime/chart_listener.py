@@ -20,8 +20,6 @@ import json
 import math
 import threading
 import time
-from array import array
-from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 import structlog
 
 from supervisor.atomicio import write_bytes_atomic
-from supervisor.report.chart import ChartData, Kept, chart_data, render
+from supervisor.report.chart import ChartData, Envelope, Kept, chart_data, render
 from supervisor.runtime.bus import Record
 from supervisor.runtime.records import from_record, read_records
 from supervisor.training.events import Event, Iteration, IterationsRepeated, Launch, LayerIoU
@@ -52,29 +50,6 @@ HistoryGetter = Callable[[], History]
 TitleOf = Callable[[History, Schedule, bool], str | None]
 
 
-class _Points:
-    """(iteration, value) in two arrays, ascending by iteration; a repeated iteration (a
-    resumed launch) drops what came after it, as the history does."""
-
-    __slots__ = ("its", "vals")
-
-    def __init__(self) -> None:
-        self.its: array[int] = array("q")
-        self.vals: array[float] = array("d")
-
-    def add(self, iteration: int, value: float) -> None:
-        its = self.its
-        if its and its[-1] >= iteration:
-            k = bisect_left(its, iteration)
-            del its[k:]
-            del self.vals[k:]
-        its.append(iteration)
-        self.vals.append(value)
-
-    def copy(self) -> tuple[array[int], array[float]]:
-        return self.its[:], self.vals[:]
-
-
 class ChartFacts:
     """What a chart needs beyond the history, gathered from a job's records or events.
 
@@ -84,8 +59,8 @@ class ChartFacts:
     """
 
     def __init__(self, *, build_history: bool = False) -> None:
-        self.loss = _Points()
-        self.layer_iou = _Points()
+        self.loss = Envelope()
+        self.layer_iou = Envelope()
         # Only the first and last iteration of each run of one printed rate: that is all
         # `infer_schedule` looks at, and a 3 M-iteration log has a few dozen runs.
         self._rates: list[tuple[int, float]] = []
@@ -193,8 +168,8 @@ class ChartFacts:
             stop=stop if stop is not None else self.stop,
             kept=kept if kept is not None else self.kept,
             relaunches=self.relaunches,
-            loss=self.loss.copy(),
-            layer_iou=self.layer_iou.copy(),
+            loss_bands=self.loss.bands(),
+            layer_iou=self.layer_iou.means() if len(self.layer_iou) else None,
             title=title,
         )
 
@@ -238,7 +213,10 @@ class ChartListener:
 
     `history` returns the runner's current history (an immutable value: reading it from the
     worker thread is safe). `draw` turns chart data into image bytes (tests pass a slow or a
-    failing one). `drawn` counts the charts written, `failures` the drawings that failed.
+    failing one). `seed`: an events file of the job's earlier records (an `--attach`, a
+    re-adopted job), read by the worker before anything else — records published meanwhile
+    wait in a backlog, so nothing of it is read in the publisher. `drawn` counts the charts
+    written, `failures` the drawings that failed.
     """
 
     def __init__(
@@ -251,6 +229,7 @@ class ChartListener:
         draw: Callable[[ChartData], bytes] = render,
         coalesce_s: float = COALESCE_S,
         name: str = CHART_FILE,
+        seed: Path | None = None,
     ) -> None:
         self.path = job_dir / name
         self._history = history
@@ -266,13 +245,22 @@ class ChartListener:
         self._closed = False
         self._want_eval: int | None = None  # the evaluation the next drawing must show
         self._thread: threading.Thread | None = None
+        self._seed = seed
+        self._backlog: list[Record] | None = [] if seed is not None else None
         self.drawn = 0
         self.failures = 0
+        if seed is not None:
+            with self._lock:
+                self._busy = True  # `flush` waits for the seeding too
+                self._start()
 
     def __call__(self, record: Record) -> None:
         kind = record.get("type")
         with self._lock:
-            self.facts.add(record)
+            if self._backlog is not None:
+                self._backlog.append(record)  # the worker is still reading the seed
+            else:
+                self.facts.add(record)
             if kind == "MapResult":
                 it = record.get("iteration")
                 self._want_eval = it if isinstance(it, int) else None
@@ -289,12 +277,32 @@ class ChartListener:
         if self._closed:
             return
         self._pending = True
+        self._start()
+        self._wake.notify()
+
+    def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="trainsup-chart", daemon=True)
             self._thread.start()
-        self._wake.notify()
+
+    def _read_seed(self) -> None:
+        try:
+            if self._seed is not None:
+                # Only this thread touches `facts` while the backlog exists.
+                for rec in read_records(self._seed):
+                    self.facts.add(rec)
+        except Exception as e:  # an unreadable events file costs the early curve, no more
+            log.warning("chart: earlier records not read", path=str(self._seed), error=str(e))
+        with self._lock:
+            for rec in self._backlog or ():
+                self.facts.add(rec)
+            self._backlog = None
+            self._busy = False
+            self._wake.notify_all()
 
     def _work(self) -> None:
+        if self._backlog is not None:
+            self._read_seed()
         while True:
             with self._lock:
                 while not self._pending and not self._closed:
@@ -370,11 +378,12 @@ def attach_chart(
     call its `close()` once the runner returned, so the final chart is on disk.
 
     A job dir with an events file (an `--attach`, a re-adopted daemon job) seeds the listener's
-    loss curve from it; the records the runner publishes again after its checkpoint replace
-    theirs (a repeated iteration drops what followed it)."""
-    listener = ChartListener(job_dir, history, schedule=schedule, title=title)
-    for rec in read_records(job_dir / "events.jsonl"):
-        listener.facts.add(rec)
+    loss curve from it, in the worker thread; the records the runner publishes again after its
+    checkpoint replace theirs (a repeated iteration drops what followed it)."""
+    events = job_dir / "events.jsonl"
+    listener = ChartListener(
+        job_dir, history, schedule=schedule, title=title, seed=events if events.exists() else None
+    )
     subscribe(listener)
     return listener
 
