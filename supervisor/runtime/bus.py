@@ -23,6 +23,9 @@ Record types:
     Attached        `--attach`: {pid, offset} (still running) or {resumed_from, iteration}
     InternalError   {error, where}: the supervisor failed; a graceful stop follows
     Finished        {status, cause}: the job ended; report.json is written
+    GpuSample       {gpu, name, used_mib, total_mib, process_mib, util, temp, power, launch,
+                    peak_mib}: GPU memory on a schedule (`runtime/gpu_sampler.py`)
+    Diagnosis       the live diagnosis changed (`runtime/diagnosis.py`)
     GpuError, FatalError, NanLoss, Resized, LayerIoU, IterationsRepeated: parser events as
                     their dataclasses in `training/events.py`
 """
