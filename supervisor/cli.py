@@ -155,12 +155,12 @@ def chart(target: Path, output: Path | None, svg: bool) -> None:
     """Draw the chart of a job dir (TARGET is JOB_DIR) or of any darknet LOG.
 
     Loss and avg loss, mAP with the best marked, IoU, learning-rate steps, relaunches, the stop
-    point with its rule and the kept weights. A LOG gets the stop and weights that `trainsup
-    analyze` finds for it.
+    point with its rule, the kept weights and the diagnosis in the title. A LOG gets the stop
+    and weights that `trainsup analyze` finds for it.
     """
     from supervisor.darknet.logparse import LogReadError
     from supervisor.report.chart import write_chart
-    from supervisor.runtime.chart_listener import chart_of_job_dir, chart_of_log
+    from supervisor.runtime.chart_listener import NothingToChart, chart_of_job_dir, chart_of_log
 
     fmt: Literal["png", "svg"] = "svg" if svg else "png"
     if target.is_dir():
@@ -172,7 +172,7 @@ def chart(target: Path, output: Path | None, svg: bool) -> None:
     else:
         try:
             data = chart_of_log(target)
-        except LogReadError as e:
+        except (LogReadError, NothingToChart) as e:
             click.echo(str(e), err=True)
             sys.exit(2)
         out = output or Path(f"{target.stem}.chart.{fmt}")
@@ -424,6 +424,7 @@ def _run_job(
             runner.spec.notify,
             runner.job_dir,
             job_name=runner.spec.name,
+            chart=chart,  # an upload waits for the drawing its record asked for
         )
         try:
             result = await runner.run()

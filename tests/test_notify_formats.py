@@ -21,10 +21,7 @@ from supervisor.spec.notify import NotifyTarget
 
 pytestmark = pytest.mark.timeout(30)
 
-# chart_wait: a test's chart is written before its record, so an upload waits this long.
-FAST = DeliveryConfig(
-    backoff_base=0.05, backoff_cap=0.2, timeout=5, connect_timeout=2, chart_wait=0.3
-)
+FAST = DeliveryConfig(backoff_base=0.05, backoff_cap=0.2, timeout=5, connect_timeout=2)
 TOKEN = "123456789:AAE_secret-token-part-0123456789abcdef"
 LONG = "plateau " * 2000  # 16 000 characters: over every service's limit
 

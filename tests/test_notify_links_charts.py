@@ -9,7 +9,7 @@ import asyncio
 import io
 import json
 import logging
-import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -314,45 +314,77 @@ def test_a_broken_or_missing_chart_is_not_uploaded(tmp_path: Path, content: byte
     assert render(target("telegram", "https://api.telegram.example"), message).files is None
 
 
-async def test_an_upload_waits_for_the_chart_drawn_after_its_record(tmp_path: Path) -> None:
-    # The chart listener draws in a thread after a pause: the first attempt waits for it.
-    old = chart(tmp_path, size=(8, 8))
-    os.utime(old, (time.time() - 60, time.time() - 60))  # the previous evaluation's chart
-    config = replace(FAST, chart_wait=20)
+class Drawer:
+    """A chart drawer as delivery sees it (`ChartSource`): `flush` blocks until `done`."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.flushes = 0
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        self.flushes += 1
+        return self.done.wait(timeout)
+
+
+async def test_an_upload_waits_for_the_drawing_its_record_asked_for(tmp_path: Path) -> None:
+    chart(tmp_path, size=(8, 8))  # the previous evaluation's chart
+    drawer = Drawer()
+    with Receiver() as rx:
+        bus = Bus()
+        targets = [target("discord", rx.url("/d")), target("slack", rx.url("/slack"))]
+        notes = attach_notifications(
+            bus.subscribe, targets, tmp_path, config=replace(FAST, chart_wait=20), chart=drawer
+        )
+        bus.publish(dict(BEST))
+        await asyncio.to_thread(rx.wait_for, 1)
+        await asyncio.sleep(0.3)
+        # Slack takes no file and went at once; Discord waits for the drawing.
+        assert [r.path for r in rx.requests] == ["/slack"]
+        fresh = chart(tmp_path, size=(64, 48))
+        drawer.done.set()
+        assert await notes.flush(10) == 0
+        await notes.aclose()
+        got = one(rx, 2)
+    upload = got[1].files["files[0]"][2]
+    assert upload == fresh.read_bytes()
+    with Image.open(io.BytesIO(upload)) as img:
+        assert img.size == (64, 48)
+    assert drawer.flushes == 1
+
+
+async def test_the_wait_for_a_drawing_ends_at_chart_wait(tmp_path: Path) -> None:
+    old = chart(tmp_path)
+    drawer = Drawer()  # never done: a drawing that hangs
     with Receiver() as rx:
         bus = Bus()
         notes = attach_notifications(
-            bus.subscribe, [target("discord", rx.url("/d"))], tmp_path, config=config
+            bus.subscribe,
+            [target("telegram", rx.url(""))],
+            tmp_path,
+            config=replace(FAST, chart_wait=1.0),
+            chart=drawer,
         )
-        bus.publish(dict(BEST))
-        await asyncio.sleep(0.8)
-        assert rx.requests == []  # held for the fresh chart
-        fresh = chart(tmp_path, size=(64, 48))
-        assert await notes.flush(10) == 0
-        await notes.aclose()
-        (rec,) = one(rx)
-    assert rec.files["files[0]"][2] == fresh.read_bytes() != b""
-    with Image.open(io.BytesIO(rec.files["files[0]"][2])) as img:
-        assert img.size == (64, 48)
-
-
-async def test_a_stale_chart_goes_after_chart_wait_and_text_targets_never_wait(
-    tmp_path: Path,
-) -> None:
-    old = chart(tmp_path)
-    os.utime(old, (time.time() - 60, time.time() - 60))
-    config = replace(FAST, chart_wait=1.0)
-    with Receiver() as rx:
-        bus = Bus()
-        targets = [target("telegram", rx.url("")), target("slack", rx.url("/slack"))]
-        notes = attach_notifications(bus.subscribe, targets, tmp_path, config=config)
         t0 = time.time()
         bus.publish(dict(BEST))
         assert await notes.flush(10) == 0
         await notes.aclose()
-        got = one(rx, 2)
-    slack = next(r for r in got if r.path == "/slack")
-    photo = next(r for r in got if r.path.endswith("/sendPhoto"))
-    assert slack.time - t0 < 0.9  # Slack takes no file: it does not wait for the chart
+        (photo,) = one(rx)
     assert 0.9 <= photo.time - t0 < 5  # waited chart_wait, then sent the chart there is
     assert photo.files["photo"][2] == old.read_bytes()
+    drawer.done.set()
+
+
+async def test_a_late_message_does_not_wait_for_a_drawing(tmp_path: Path) -> None:
+    # Delivered after a restart, long after its record: nothing to wait for.
+    chart(tmp_path)
+    drawer = Drawer()
+    with Receiver() as rx:
+        bus = Bus()
+        notes = attach_notifications(
+            bus.subscribe, [target("telegram", rx.url(""))], tmp_path, config=FAST, chart=drawer
+        )
+        bus.publish({**BEST, "time": time.time() - 3600})
+        assert await notes.flush(5) == 0
+        await notes.aclose()
+        (photo,) = one(rx)
+    assert photo.path.endswith("/sendPhoto") and drawer.flushes == 0

@@ -11,7 +11,8 @@ backoff with jitter (`backoff`), or after exactly what `Retry-After` (or Telegra
 its body) is permanent: the row is marked failed with its status and the receiver's words, and
 the next row goes. A 400 or 413 to a request that uploads the chart is taken as a refusal of
 the picture: the message is sent again at once as text only. A message that uploads the chart
-first waits (at most `chart_wait`) for a chart drawn after its record.
+first waits (at most `chart_wait`) for the drawing its record asked for, when the process
+draws the chart (`ChartSource`).
 
 A target's rows wait for its head row (order per target), but each target has its own task, so
 a dead or slow target delays nobody else, and the runner only ever writes a row.
@@ -26,8 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -53,11 +53,20 @@ class DeliveryConfig:
     max_retry_after: float = 3600.0  # a Retry-After beyond this is taken as this
     connect_timeout: float = 10.0
     timeout: float = 30.0  # reading the answer; chat webhooks answer in well under a second
-    # How long after its record a message that uploads the chart waits for a chart drawn
-    # after that record: the chart listener redraws in a worker thread (a coalescing pause,
+    # How long after its record a message that uploads the chart waits for the drawing that
+    # record asked for: the chart listener redraws in a worker thread (a coalescing pause,
     # then ~0.5 s of drawing, more on a busy machine), and without the wait a new best would
     # go out with the chart of the evaluation before it. Past it, the chart as it is.
     chart_wait: float = 10.0
+
+
+class ChartSource(Protocol):
+    """What delivery needs of the process's chart drawer (runtime/chart_listener.py's
+    `ChartListener`): `flush` blocks until no drawing is pending or running, at most
+    `timeout` s. A record that asks for a drawing has asked by the time its message is sent
+    (both listeners run inside the same publish), so after `flush` the file shows it."""
+
+    def flush(self, timeout: float = ...) -> bool: ...
 
 
 def backoff(attempts: int, config: DeliveryConfig, rng: random.Random | None = None) -> float:
@@ -167,8 +176,10 @@ class Deliverer:
         config: DeliveryConfig | None = None,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        chart: ChartSource | None = None,
     ) -> None:
         install_log_scrubbing()
+        self.chart = chart
         self.outbox = outbox
         self.config = config or DeliveryConfig()
         self.targets = {t.key: t for t in targets}  # the same target twice is one target
@@ -219,8 +230,8 @@ class Deliverer:
             wake.clear()
             await wake.wait()
             return
-        if row.message.chart and target.type in UPLOADS:
-            await self._fresh_chart(row.message)
+        if row.message.chart and target.type in UPLOADS and self.chart is not None:
+            await self._fresh_chart(self.chart, row.message)
         try:
             request = render(target, row.message)
         except Exception as e:  # a message that cannot be laid out will never be sent
@@ -269,19 +280,14 @@ class Deliverer:
             await asyncio.sleep(wait)
         self._settled()
 
-    async def _fresh_chart(self, message: Message) -> None:
-        """Wait until the chart was written after the message's record, at most until
-        `chart_wait` after it (a message sent late, after a restart, does not wait)."""
-        assert message.chart is not None
-        path = Path(message.chart)
-        deadline = message.time + self.config.chart_wait
-        while time.time() < deadline:
-            try:
-                if path.stat().st_mtime >= message.time:
-                    return
-            except OSError:
-                pass  # not drawn yet
-            await asyncio.sleep(min(0.1, max(deadline - time.time(), 0.0)))
+    async def _fresh_chart(self, chart: ChartSource, message: Message) -> None:
+        """Wait for the drawings pending now (the one the message's record asked for among
+        them), at most until `chart_wait` after the record: a message sent late (a retry, after
+        a restart) does not wait."""
+        left = message.time + self.config.chart_wait - time.time()
+        if left > 0:
+            # A thread: the drawer's flush waits on a threading.Condition.
+            await asyncio.to_thread(chart.flush, left)
 
     def pending(self) -> int:
         """Rows not yet settled for the targets this deliverer serves."""

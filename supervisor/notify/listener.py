@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import structlog
 
-from supervisor.notify.delivery import Deliverer, DeliveryConfig
+from supervisor.notify.delivery import ChartSource, Deliverer, DeliveryConfig
 from supervisor.notify.message import JobFacts, Message, compose, event_of
 from supervisor.notify.outbox import OUTBOX_FILE, Outbox, SqliteOutbox, delivery_failures, summary
 from supervisor.redact import scrub
@@ -240,13 +240,16 @@ def attach_notifications(
     link: str | None = None,
     config: DeliveryConfig | None = None,
     client: httpx.AsyncClient | None = None,
+    chart: ChartSource | None = None,
 ) -> Notifications:
     """Subscribe a notification listener for one job and start delivering.
 
     Call it inside the running event loop, before the runner publishes its first record:
     `subscribe` is the bus's `subscribe`, `targets` the job's `spec.notify`. The outbox is
     `<job_dir>/outbox.sqlite`; rows a previous process left there for these targets are
-    delivered too. `link` is the job's public page, when there is one.
+    delivered too. `link` is the job's public page, when there is one. `chart` is the
+    job's chart drawer (`attach_chart`'s listener), when this process draws `chart.png`: an
+    upload waits for the drawing its record asked for (`DeliveryConfig.chart_wait`).
     """
     for t in targets:
         if t.redacted:
@@ -256,7 +259,7 @@ def attach_notifications(
     if not targets:
         return Notifications()
     outbox = SqliteOutbox(job_dir / OUTBOX_FILE)
-    deliverer = Deliverer(outbox, targets, config, client)
+    deliverer = Deliverer(outbox, targets, config, client, chart=chart)
     deliverer.start()
     listener = NotifyListener(
         targets,
