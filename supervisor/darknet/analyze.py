@@ -37,9 +37,17 @@ from typing import Any, TextIO
 
 from supervisor.darknet.logparse import LogFile, LogParser
 from supervisor.training.diagnose import Diagnosis, DiagnosisFacts, diagnose, gpu_advice
-from supervisor.training.events import Flavour, Iteration, MapResult, WeightsSaved
+from supervisor.training.events import (
+    Event,
+    Flavour,
+    Iteration,
+    IterationRun,
+    MapResult,
+    WeightsSaved,
+)
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
+from supervisor.training.quiet import add_run_deciding
 from supervisor.training.schedule import Schedule, infer_schedule
 
 # (phase, bytes done, bytes in all): `scan` reads the rates, `replay` runs the policy, `done`
@@ -301,7 +309,7 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
         text = rest + (chunk if chunk is not None else "\n")
         cut = max(text.rfind("\n"), text.rfind("\r"))
         rest = text[cut:]
-        for it, rate, hank_rate in _RATE_RE.findall(text, 0, cut + 1):
+        for it, rate, hank_rate in _rates_of(text, cut + 1):
             rate = rate or hank_rate
             if rate == rate_text:
                 run_len += 1
@@ -317,6 +325,37 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
     if run_len >= 2:
         _add_text(runs, run_it, rate_text)
     return runs
+
+
+# Where the last iteration line of a chunk that prints one rate is looked for: its end.
+_TAIL = 16 << 10
+
+
+def _rates_of(text: str, end: int) -> list[tuple[str, str, str]]:
+    """The scan's matches in `text[:end]`; of a stretch printing one rate, its first and last.
+
+    `_RateRuns` keeps only the ends of each run of one rate, so a chunk in which every ` rate`
+    follows the first line's rate needs no more (most chunks of a long log: the rate changes
+    at burn_in and at the steps only); counting is far cheaper than the regex over every line.
+    A count fooled (a tab before `rate`) only makes the guess wrong: the replay then corrects
+    it (module docstring).
+    """
+    m = _RATE_RE.search(text, 0, end)
+    if m is None:
+        return []
+    rate = m.group(2)
+    if (
+        rate
+        and "rate=" not in text
+        and text.count(" rate", 0, end) == text.count(f" {rate} rate", 0, end)
+    ):
+        head: tuple[str, str, str] = (m.group(1), rate, "")
+        tail = _RATE_RE.findall(text, max(m.end(), end - _TAIL), end)
+        if tail:
+            return [head, tail[-1]]
+        if m.end() >= end - _TAIL:
+            return [head]  # the only one
+    return _RATE_RE.findall(text, 0, end)
 
 
 def _add_text(runs: _RateRuns, it: str, rate: str) -> None:
@@ -356,8 +395,32 @@ def _replay(
     chunks = log.chunks()
     while True:
         text = next(chunks, None)
-        events = parser.feed(text) if text is not None else parser.close()
+        # Stretches of plain iteration lines come as one `IterationRun` (most of a big log):
+        # folded in one step, the policy asked only where it could stop (`training.quiet`).
+        events: list[Event | IterationRun] = (
+            parser.feed_runs(text) if text is not None else [*parser.close()]
+        )
         for e in events:
+            if type(e) is IterationRun:
+                if runs is not None:
+                    its = e.iterations
+                    for first, last, rate in e.rate_runs():  # as below, a stretch at a time
+                        if rate == run_rate:
+                            run_len += last - first + 1
+                        else:
+                            if run_len >= 2:
+                                runs.add(run_it, run_rate)
+                            runs.add(its[first], rate)
+                            run_rate = rate
+                            run_len = last - first + 1
+                        run_it = its[last]
+                if stop is None:
+                    h, stop = add_run_deciding(policy, schedule, h, e)
+                    kept = h.best if stop is not None else None
+                else:
+                    h = h.add_run(e)
+                continue
+            assert not isinstance(e, IterationRun)  # for mypy: `type(e) is` does not narrow
             h = h.add(e)
             if isinstance(e, Iteration):
                 if runs is not None:

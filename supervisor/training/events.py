@@ -12,7 +12,10 @@ Conventions: mAP, AP, precision, recall, F1 and IoU are fractions in [0, 1]. `li
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Literal
 
 Flavour = Literal["pjreddie", "alexeyab", "hankai"]
@@ -201,6 +204,61 @@ Event = (
     | Tick
     | IterationsRepeated
 )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IterationRun:
+    """Consecutive plain iteration lines in columns: a bulk form of their `Iteration` events.
+
+    A replay of a big log spends most of its time on these lines (issue 14: 3.1 M of them in
+    200 MB), so the parser's bulk reading (`LogParser.feed_runs`) gives a stretch of them as
+    columns instead of one object per line, and `History.add_run` folds it in one step.
+    Invariants (the parser guarantees them, `History.add_run` relies on them): entry `k` is
+    line `first_line + k` of the log; iteration numbers strictly increase; loss and avg loss
+    are finite; each line gives exactly one `Iteration` event and no other (no NaN, no region
+    IoU, no backwards jump). Only what a replay reads on every line is converted: the avg loss
+    and the seconds; the rate stays text (`rate_runs`), and `iteration_at(k)` reads the whole
+    event from the line's text with `read` (the parser's own reading of it).
+    """
+
+    iterations: Sequence[int]
+    avg_loss: array[float]
+    rates: Sequence[str]
+    seconds: array[float]
+    lines: Sequence[str]
+    first_line: int
+    read: Callable[[str, int], Iteration]
+
+    def __len__(self) -> int:
+        return len(self.iterations)
+
+    def iteration_at(self, k: int) -> Iteration:
+        """The event of entry `k` (negative counts from the end), as the parser gives it."""
+        if k < 0:
+            k += len(self.iterations)
+        return self.read(self.lines[k], self.first_line + k)
+
+    def events(self, start: int = 0, stop: int | None = None) -> Iterator[Iteration]:
+        """The `Iteration` events of entries `start` to `stop` (exclusive), in order."""
+        for k in range(start, len(self) if stop is None else stop):
+            yield self.iteration_at(k)
+
+    def rate_runs(self) -> Iterator[tuple[int, int, float]]:
+        """(first entry, last entry, rate) of each stretch of entries printing one rate.
+
+        Grouped by the printed text, so that only one number per stretch is converted; two
+        texts of one value (`-0.000000`, `0.000000`) give two stretches of equal rates.
+        """
+        rates = self.rates
+        n = len(rates)
+        if n and rates.count(rates[0]) == n:  # one rate all along: the usual case, no groupby
+            yield 0, n - 1, float(rates[0])
+            return
+        k = 0
+        for text, same in groupby(rates):
+            size = len(list(same))
+            yield k, k + size - 1, float(text)
+            k += size
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,9 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
+from itertools import accumulate, islice
+from operator import add
 from typing import Any, overload
 
 from supervisor.training.events import (
@@ -21,6 +24,7 @@ from supervisor.training.events import (
     FatalError,
     GpuError,
     Iteration,
+    IterationRun,
     IterationsRepeated,
     LayerIoU,
     MapResult,
@@ -87,6 +91,28 @@ class _Arrays:
                 self.cnt = array("q", range(len(cum) - 1))
             self.cnt.append(self.cnt[-1])
 
+    def extend(self, iterations: Sequence[int], avg_loss: array[float]) -> bool:
+        """`push` of each pair, for finite avg losses; False (nothing changed) if it cannot.
+
+        The prefix sums are accumulated left to right as `push` adds them, so they are the
+        same floats.
+        """
+        its = self.iterations
+        if isinstance(its, array):
+            try:
+                its.extend(array(its.typecode, iterations))  # of its own kind, or TypeError
+            except OverflowError:
+                return False  # a number that does not fit: `push` widens the array
+        else:
+            its.extend(iterations)
+        self.avg_loss.extend(avg_loss)
+        cum = self.cum
+        cum.extend(islice(accumulate(avg_loss, initial=cum[-1]), 1, None))
+        if self.cnt is not None:
+            c = self.cnt[-1]
+            self.cnt.extend(range(c + 1, c + 1 + len(avg_loss)))
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class LossSeries:
@@ -108,6 +134,23 @@ class LossSeries:
         new = _new(LossSeries)
         _SET_A(new, a)
         _SET_N(new, keep + 1)
+        return new
+
+    def extend(self, iterations: Sequence[int], avg_loss: array[float]) -> LossSeries:
+        """`append` of each pair, for ascending iterations after this series' last one and
+        finite avg losses (an `IterationRun`'s)."""
+        a = self._a
+        keep = self.n
+        if keep and a.iterations[keep - 1] >= iterations[0]:
+            raise ValueError("LossSeries.extend: iterations must follow the series' last one")
+        if keep != len(a.iterations):
+            a = a.prefix(keep)
+        if not a.extend(iterations, avg_loss):
+            for it, avg in zip(iterations, avg_loss, strict=True):
+                a.push(it, avg)
+        new = _new(LossSeries)
+        _SET_A(new, a)
+        _SET_N(new, keep + len(avg_loss))
         return new
 
     def __len__(self) -> int:
@@ -148,6 +191,44 @@ class LossSeries:
         its = self._a.iterations
         k = bisect_left(its, iteration, 0, self.n)
         return k if k < self.n and its[k] == iteration else None
+
+    def index_from(self, iteration: int) -> int:
+        """The index of the first entry at or after `iteration` (the length when none is)."""
+        return bisect_left(self._a.iterations, iteration, 0, self.n)
+
+    def max_from(self, k: int) -> float:
+        """The highest avg loss of entries `k`… (NaN, or any value, when a NaN is among them:
+        as Python's `max` compares; test `not x <= bound`)."""
+        return max(self._a.avg_loss[k : self.n])
+
+    def means_extended(
+        self, iterations: Sequence[int], avg_loss: Sequence[float], window: int, start: int
+    ) -> Iterator[float | None]:
+        """For each entry `k` ≥ `start` of (`iterations`, `avg_loss`) (ascending, after this
+        series' last iteration, finite avg losses): the `mean(it - window + 1, it)` that this
+        series extended by entries …`k` gives, in the same floats, without extending it.
+
+        The same prefix sums (`accumulate` from the last one, as `_Arrays.extend` adds them),
+        the same bounds and counts: `training.quiet` compares them with a rule's threshold.
+        """
+        a = self._a
+        n0 = self.n
+        old_its = a.iterations
+        cum0 = a.cum
+        sums = list(accumulate(avg_loss, initial=cum0[n0]))  # sums[k + 1]: at index n0 + k + 1
+        cnt0 = a.cnt
+        for k in range(start, len(iterations)):
+            first = iterations[k] - window + 1
+            if n0 and first <= old_its[n0 - 1]:
+                lo = bisect_left(old_its, first, 0, n0)
+                lo_sum = cum0[lo]
+                lo_cnt = lo if cnt0 is None else cnt0[lo]
+            else:
+                j = bisect_left(iterations, first, 0, k + 1)
+                lo_sum = sums[j]
+                lo_cnt = n0 + j if cnt0 is None else cnt0[n0] + j
+            count = (n0 + k + 1 if cnt0 is None else cnt0[n0] + k + 1) - lo_cnt
+            yield (sums[k + 1] - lo_sum) / count if count else None
 
     def points(self) -> list[tuple[int, float]]:
         """Every (iteration, avg loss): a list as long as the series (prefer `point`)."""
@@ -382,6 +463,62 @@ class History:
             _S_T0(h, t if self.first_time is None else self.first_time)
             _S_T1(h, t)
         _S_SECS(h, self.seconds + secs if secs and secs > 0 else self.seconds)
+        _S_IOU(h, self.iou)
+        return h
+
+    def add_run(self, run: IterationRun, start: int = 0, stop: int | None = None) -> History:
+        """This history with entries `start`…`stop - 1` of `run` added: the same value as
+        adding their `Iteration` events one by one, in one step (no object per line).
+
+        The invariants of `IterationRun` (finite losses, ascending iterations, no other event)
+        are what make the per-line rules collapse: no NaN streak, a minimum found by `min`, the
+        seconds summed left to right as `_add_iteration` sums them.
+        """
+        n = len(run)
+        stop = n if stop is None else min(stop, n)
+        if start >= stop:
+            return self
+        its = run.iterations[start:stop]
+        loss = self.loss
+        if loss.n and loss.last_iteration is not None and loss.last_iteration >= its[0]:
+            h = self  # a run that repeats iterations: the per-line rules (later value wins)
+            for e in run.events(start, stop):
+                h = h._add_iteration(e)
+            return h
+        avgs = run.avg_loss[start:stop]
+        low = self.min_avg_loss
+        low_it = self.min_avg_loss_iteration
+        m = min(avgs)
+        if low is None or m < low:  # the first minimal value, as `<` line by line finds it
+            low, low_it = m, its[avgs.index(m)]
+        secs = run.seconds[start:stop]
+        total = self.seconds
+        if min(secs) > 0 and math.isfinite(sum(secs)):
+            total = reduce(add, secs, total)
+        else:
+            for x in secs:
+                if x > 0:  # `_add_iteration`: a None, zero, negative or NaN duration adds none
+                    total += x
+        last = run.iteration_at(stop - 1)
+        h = _new(History)
+        _S_LOSS(h, loss.extend(its, avgs))
+        _S_LAST(h, last)
+        first = self.first_iteration
+        _S_FIRST(h, its[0] if first is None else first)
+        _S_LINES(h, self.iteration_lines + len(its))
+        _S_EVALS(h, self.evaluations)
+        _S_BEST(h, self.best)
+        _S_MIN(h, low)
+        _S_MIN_IT(h, low_it)
+        _S_STREAK(h, 0)
+        _S_NANS(h, self.nan_lines)
+        _S_SAVES(h, self.saves)
+        _S_GPU(h, self.gpu_errors)
+        _S_FATAL(h, self.fatal_errors)
+        _S_REPEATS(h, self.repeats)
+        _S_T0(h, self.first_time)  # the parser's events carry no time
+        _S_T1(h, self.last_time)
+        _S_SECS(h, total)
         _S_IOU(h, self.iou)
         return h
 
