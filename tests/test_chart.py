@@ -211,6 +211,15 @@ def test_trainsup_chart_on_a_shared_log(
     assert b"<svg" in (tmp_path / (Path(LOG_21).stem + ".chart.svg")).read_bytes()
 
 
+def test_trainsup_chart_refuses_a_file_that_is_no_log(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs\n")
+    out = tmp_path / "c.png"
+    r = CliRunner().invoke(main, ["chart", str(notes), "-o", str(out)])
+    assert r.exit_code == 2 and "does not look like a darknet log" in r.output
+    assert not out.exists()
+
+
 def _job_dir(tmp_path: Path) -> Path:
     """A job dir as the runner leaves it: events.jsonl with parser events and the runner's
     own records (a relaunch, the stop decision, the end), and report.json."""

@@ -415,6 +415,10 @@ def chart_of_job_dir(job_dir: Path, *, title: TitleOf | None = diagnosis_title) 
     return facts.data(h, schedule=s, stop=stop, kept=kept, title=name)
 
 
+class NothingToChart(Exception):
+    """The file holds nothing a chart could show (not a darknet log); the message says so."""
+
+
 def chart_of_log(
     path: Path,
     policy: Policy | None = None,
@@ -423,11 +427,15 @@ def chart_of_log(
     title: TitleOf | None = diagnosis_title,
 ) -> ChartData:
     """What `trainsup chart LOG` draws: `analyze_log`'s replay (history, stop, kept), plus
-    the per-iteration loss, layer IoU and resumes from one more pass of the parser."""
+    the per-iteration loss, layer IoU and resumes from one more pass of the parser.
+
+    Raises `NothingToChart` for a file without an iteration line or an evaluation."""
     from supervisor.darknet.analyze import analyze_log
     from supervisor.darknet.logparse import LogFile, LogParser
 
     a = analyze_log(path, policy, schedule)
+    if a.history.last is None and not a.history.evaluations:
+        raise NothingToChart(a.not_a_log or f"{path}: no iteration line: darknet did not train")
     facts = ChartFacts()
     parser = LogParser(a.flavour)
     for text in LogFile(path).chunks():
