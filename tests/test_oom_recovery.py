@@ -104,7 +104,7 @@ class Job:
         os.environ["TRAINSUP_SCRIPT"] = str(self.script_path)
         os.environ[gpu_need.SIM_ENV] = str(self.gpu_dir)
         knobs: dict[str, Any] = {"poll": 0.02, "tick": 0.2, "grace": 3.0, "checkpoint_every": 0.0}
-        knobs |= {"backoff": 0.01, **config}
+        knobs |= {"backoff": 0.01, "gpu_every": 0.05, **config}
         return JobRunner(load_spec(self.file), self.dir, RunnerConfig(**knobs))
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -130,7 +130,15 @@ def make_job(
 ) -> Callable[..., Job]:
     monkeypatch.setenv("TRAINSUP_SCRIPT", "")
     monkeypatch.setenv(gpu_need.SIM_ENV, "")
-    return lambda **kw: Job(tmp_path, standin, tiny_data, stock_cfg, **kw)
+    # The memory model's file (memory_store.user_path) in the test's own state dir.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    def make(sub: str = "", **kw: Any) -> Job:
+        where = tmp_path / sub if sub else tmp_path
+        where.mkdir(exist_ok=True)
+        return Job(where, standin, tiny_data, stock_cfg, **kw)
+
+    return make
 
 
 def run(r: JobRunner) -> JobResult:
@@ -424,3 +432,40 @@ def test_launch_state_tells_start_resize_map_and_mid_run() -> None:
     assert phase(st) == "map"
     st.on_event(MapResult(2, 0.5), evaluating=False)
     assert phase(st) == "mid_run"
+
+
+# --- the memory model: the next job starts where the last one fitted --------------------------
+
+
+def test_the_next_job_with_the_same_cfg_and_gpu_starts_at_the_right_subdivisions(
+    make_job: Callable[..., Job], tmp_path: Path
+) -> None:
+    first = make_job("one", script={"iteration_s": 0.002})
+    free = between(first.need(mini_batch=2), first.need(mini_batch=4))
+    first.device(free)
+    r1 = run(first.runner())
+    assert r1.status == "finished", r1.report["cause"]
+    assert [e["change"] for e in first.events("Relaunched")] == [
+        {"subdivisions": 2}, {"subdivisions": 4},
+    ]  # fmt: skip
+    words = [e["reason"] for e in first.events("Relaunched")]
+    assert any("on GPU 0, " in w and "GB used" in w for w in words)
+    peaks = [x.get("gpu_peak_mib") for x in r1.report["launches"]]
+    assert peaks[-1] == pytest.approx(first.need(mini_batch=2), abs=0.2)  # the stand-in's use
+    assert first.events("GpuSample")  # the sampler's readings are in the events
+    model = json.loads((tmp_path / "state" / "trainsup" / "memory.json").read_text())
+    assert model  # what it learnt is on disk for the next job
+
+    second = make_job("two", script={"iteration_s": 0.002})
+    second.device(free)
+    r2 = run(second.runner())
+    assert r2.status == "finished", r2.report["cause"]
+    assert not second.events("Relaunched")  # no out of memory this time
+    pick = second.events("MemoryPick")
+    assert len(pick) == 1 and (pick[0]["previous"], pick[0]["subdivisions"]) == (1, 4)
+    assert "starting at subdivisions=4" in pick[0]["reason"]
+    assert pick[0]["reason"].startswith("the memory model ")  # and what it saw, in words
+    assert "0.3 GB at mini-batch 2 (416×416) on Simulated 12 GB" in pick[0]["reason"]
+    cfg = Cfg.load(next(second.dir.glob("*.cfg")))
+    assert (cfg.batch, cfg.subdivisions) == (8, 4)
+    assert second.starts() == [0]

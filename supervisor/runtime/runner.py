@@ -49,6 +49,7 @@ from supervisor.runtime.adopt import AdoptError, last_launch, restore
 from supervisor.runtime.binary import BinaryError, verify_binary
 from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
+from supervisor.runtime.memory_watch import JobMemory
 from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.progress import Progress, format_progress
 from supervisor.runtime.records import EventsFile, to_record
@@ -57,7 +58,14 @@ from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.runtime.watchdog import STALL_FLOOR_S, STALL_K, LaunchState, StallWatchdog
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
 from supervisor.training.backoff import CAP_S, FIRST_S, RESET_S, Backoff
-from supervisor.training.ending import End, EndFacts, Relaunch, Status, classify_end
+from supervisor.training.ending import (
+    End,
+    EndFacts,
+    Relaunch,
+    Status,
+    classify_end,
+    launch_oom,
+)
 from supervisor.training.events import (
     Event,
     FatalError,
@@ -122,6 +130,9 @@ class RunnerConfig:
         backoff, backoff_cap, backoff_reset: seconds before a relaunch after a failure,
             doubling per quick failure in a row up to the cap; a launch that ran
             `backoff_reset` seconds starts the count over (`training/backoff.py`).
+        gpu_every: seconds between GPU samples (`runtime/gpu_sampler.py`).
+        memory_store: the memory model's file; None = the user's
+            (`$XDG_STATE_HOME/trainsup/memory.json`; the daemon passes its state dir's).
         binary_override: run this binary whatever the spec says (tests, `trainsup demo`).
     """
 
@@ -139,6 +150,8 @@ class RunnerConfig:
     backoff: float = FIRST_S
     backoff_cap: float = CAP_S
     backoff_reset: float = RESET_S
+    gpu_every: float = 10.0
+    memory_store: Path | None = None
     binary_override: str | None = None
 
 
@@ -214,6 +227,7 @@ class JobRunner:
         self._read_at = time.monotonic()
         self._stalled: str | None = None
         self._oom: OomContext | None = None
+        self.memory: JobMemory | None = None  # GPU sampling and the memory model (GPU jobs)
 
     @classmethod
     def for_job_dir(
@@ -381,11 +395,13 @@ class JobRunner:
         )
         handle: launch.LaunchHandle
         proc: Any = None
+        self._watch_memory()
         if adopted is not None:
             handle = adopted
         elif self.attach:
             handle = self._handle_of_last_launch()
         else:
+            self._pick_subdivisions()
             handle, proc = self._launch(self.spec.darknet.weights, "start")
         evaluator = asyncio.create_task(self._evaluate_loop())
         try:
@@ -393,12 +409,56 @@ class JobRunner:
         except asyncio.CancelledError:
             await launch.terminate(handle, self.config.grace)
             evaluator.cancel()
+            if self.memory is not None:
+                await self.memory.stop()
             raise
+        if self.memory is not None:
+            await self.memory.stop()
         # darknet is gone: complete what it saved, score what is due, then keep and report.
         await self._after_darknet(end)
         await self._drain_evaluations()
         evaluator.cancel()
         return self._finish(end)
+
+    def _watch_memory(self) -> None:
+        """GPU jobs: start the sampler and listen to its samples (`runtime/memory_watch.py`)."""
+        m = self.spec.memory
+        self.memory = JobMemory.for_job(
+            self.spec.darknet.gpus,
+            self.flavour,
+            self.bus.publish,
+            lambda: int(self._launches[-1]["pid"]) if self._launches else None,
+            lambda: len(self._launches),
+            store_path=self.config.memory_store,
+            headroom=m.headroom,
+            tune=m.tune,
+            every_s=self.config.gpu_every,
+        )
+        if self.memory is not None:
+            self.bus.subscribe(self.memory)
+            self.memory.start()
+
+    def _pick_subdivisions(self) -> None:
+        """Before the first launch: the memory model's subdivisions for this cfg on this GPU
+        (what earlier jobs taught it), with its reason as an event."""
+        if self.memory is None:
+            return
+        pick = self.memory.pick(self.cfg, map_on=not self.own_eval)
+        if pick is None:
+            return
+        before = self.cfg.subdivisions
+        if pick.subdivisions != before:
+            self.cfg.apply({"subdivisions": pick.subdivisions})
+            self.cfg.save(self.files.cfg, darknet_form=True)
+            self.snapshots.subdivisions = self.cfg.subdivisions
+        self._publish(
+            "MemoryPick",
+            subdivisions=pick.subdivisions,
+            previous=before,
+            reason=pick.reason,
+            predicted_mib=pick.predicted_mib,
+            fits=pick.fits,
+        )
 
     async def _until_end(self, handle: launch.LaunchHandle, proc: Any) -> End:
         """Watch launches until the job ends; relaunch where `classify_end` says so."""
@@ -416,7 +476,12 @@ class JobRunner:
             if self._detach and not self._terminated:
                 self._checkpoint(force=True)
                 return End("detached", "the supervisor detached; darknet keeps training alone")
-            decision = classify_end(self.history, self._end_facts(handle))
+            facts = self._end_facts(handle)
+            if self.memory is not None:
+                oom = facts.oom if launch_oom(facts) is not None else None
+                ran = self.launch_state.iterations > 0
+                self.memory.ended(handle.number, oom, ran=ran)
+            decision = classify_end(self.history, facts)
             if isinstance(decision, End):
                 return decision
             relaunched = await self._relaunch(decision)
@@ -537,6 +602,8 @@ class JobRunner:
         self._launches.append(
             {"number": number, "pid": handle.pid, "reason": reason, "weights": weights}
         )
+        if self.memory is not None:
+            self.memory.launched(number, self.cfg, map_on=not self.own_eval)
         # The wrapper's marker line in darknet.log becomes the Launch event (with its time).
         log.info("launched", job=self.spec.name, pid=handle.pid, number=number)
         self._publish("Launched", number=number, pid=handle.pid, reason=reason, weights=weights)
@@ -731,7 +798,7 @@ class JobRunner:
 
     def _gpu_use(self) -> GpuUse | None:
         """The job's GPU as last sampled, for the words of an out-of-memory relaunch."""
-        return None
+        return self.memory.gpu_use() if self.memory is not None else None
 
     def _weights_path(self, printed: str) -> Path:
         p = Path(printed)
@@ -1018,6 +1085,8 @@ class JobRunner:
             number = entry.get("number")
             if isinstance(number, int):
                 entry["exit"] = launch.read_exit(self.job_dir / "exit.json", number)
+                if self.memory is not None and number in self.memory.peaks:
+                    entry["gpu_peak_mib"] = round(self.memory.peaks[number], 1)
         report = build_report(
             job=self.spec.name,
             end=end,

@@ -140,9 +140,7 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
             numbers={"iteration": h.iteration},
             failure=unwatched,
         )
-    oom = memory_error(facts.launch_errors)
-    if oom is None and not facts.launch_errors:
-        oom = lost_memory_error(facts.launch_fatal)
+    oom = launch_oom(facts)
     if oom is not None and facts.memory is not None:
         return _memory_relaunch(h, facts, oom)
     if facts.stalled is not None:
@@ -157,6 +155,15 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
         return End("failed", f"darknet exited 0 without finishing: {why}")
     detail = ": " + "; ".join(problems) if problems else ""
     return End("failed", f"darknet failed ({_how(facts.exit)}){detail}")
+
+
+def launch_oom(facts: EndFacts) -> GpuError | None:
+    """The launch's memory error: darknet's words, or pjreddie's assertion whose words were
+    lost (`memory.lost_memory_error`); None when it did not run out of memory."""
+    oom = memory_error(facts.launch_errors)
+    if oom is None and not facts.launch_errors:
+        oom = lost_memory_error(facts.launch_fatal)
+    return oom
 
 
 def _memory_relaunch(h: History, facts: EndFacts, oom: GpuError) -> End | Relaunch:
