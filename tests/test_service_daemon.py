@@ -89,6 +89,8 @@ def test_a_submitted_job_runs_to_its_stop_and_every_listing_shows_it(
     assert job_dir == d.state / "jobs" / str(job_id)
     kept = {k["name"]: k for k in j["kept"]}
     assert Path(kept["best"]["path"]).is_file() and Path(kept["last"]["path"]).is_file()
+    # The daemon draws the job's chart as `trainsup run` does, the final one before the end.
+    assert (job_dir / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     shown = json.loads(d.cli("show", str(job_id), "--json").stdout)
     for k in ("id", "name", "state", "iteration", "best", "stop", "job_dir"):

@@ -34,6 +34,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from supervisor.darknet.cfg import Cfg, CfgError
 from supervisor.notify.listener import NOTIFY_FLUSH_S, Notifications, attach_notifications
 from supervisor.notify.outbox import job_dir_summary
+from supervisor.runtime.chart_listener import attach_chart
 from supervisor.runtime.gpu import NoGpu, gpu_backend
 from supervisor.runtime.memory_store import MemoryStore, pick_for
 from supervisor.runtime.preflight import evaluation_source
@@ -422,6 +423,14 @@ class Daemon:
         notes: Notifications | None = None
         try:
             r.runner.prepare()  # the outbox goes into a job dir the runner accepted
+            # chart.png after each evaluation and at the end, drawn off the event loop (as
+            # `trainsup run` does); Discord and Telegram messages upload it.
+            chart = attach_chart(
+                r.runner.bus.subscribe,
+                r.runner.job_dir,
+                lambda: r.runner.history,
+                schedule=r.runner.schedule,
+            )
             notes = attach_notifications(
                 r.runner.bus.subscribe,
                 self._targets(r.runner.spec.notify),
@@ -429,8 +438,13 @@ class Daemon:
                 job_name=r.runner.spec.name,
                 job_id=str(job_id),
                 link=job_page(self.config.public_url, job_id),
+                chart=chart,
             )
-            result = await r.runner.run()
+            try:
+                result = await r.runner.run()
+            finally:
+                # The final chart before the job shows as ended (and before its messages).
+                await asyncio.to_thread(chart.close)
         except JobSetupError as e:
             self._end(job_id, "failed", "could not start", error=str(e))
         except Exception as e:
