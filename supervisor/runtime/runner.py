@@ -540,7 +540,7 @@ class JobRunner:
             return
         if self.stop_decision is not None or self._kill_now:
             return
-        why = self.watchdog.check(time.monotonic(), busy=self.launch_state.evaluating)
+        why = self.watchdog.check(time.monotonic(), busy=self.parser.evaluating)
         if why is None:
             return
         self._stalled = why
