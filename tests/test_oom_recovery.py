@@ -276,6 +276,19 @@ def test_the_ladder_gives_up_with_a_report_when_no_step_is_left(
     assert "memory.allow_resize is off" in r["cause"] and "raise subdivisions" in r["cause"]
 
 
+def test_hankai_out_of_memory_box_climbs_the_ladder(make_job: Callable[..., Job]) -> None:
+    # hank-ai's words come in its fatal-error box, then abort() (facts §6). Nothing fits.
+    job = make_job(script={}, flavour="hankai", cfg={"batch": 4}, max_batches=200)
+    job.device(job.need(mini_batch=1) / 2)
+    result = run(job.runner())
+    assert result.status == "failed"
+    assert [e["change"] for e in job.events("Relaunched")] == [
+        {"subdivisions": 2}, {"subdivisions": 4},
+    ]  # fmt: skip
+    assert "-nocolour" in job.launch_argvs()[0]  # it ran as hank-ai
+    assert "the ladder has no step left" in result.report["cause"]
+
+
 def test_the_relaunch_budget_ends_the_ladder(make_job: Callable[..., Job]) -> None:
     job = make_job(script={"iteration_s": 0.002}, memory={"max_relaunches": 1}, max_batches=200)
     job.device(job.need(mini_batch=1) / 2)

@@ -20,7 +20,9 @@ the JSON file named by TRAINSUP_SCRIPT (every key optional):
                   of that iteration (the last entry at or below it); default 0.5
     log           path of a file where each launch appends "train <start> <pid>" / "valid <it>"
     flavour       "pjreddie" (default) or "alexeyab": AlexeyAB's iteration lines, `Resizing`
-                  lines, its -map block (with `-map`), `_last`/`_N`/`_best` saves, OOM words
+                  lines, its -map block (with `-map`), `_last`/`_N`/`_best` saves, OOM words;
+                  "hankai": hank-ai's out-of-memory box only (its iteration lines are
+                  hankai_standin.py's; here they stay pjreddie's)
     resizes       [[after, size], …]: with random=1 in the cfg, resize to size×size after
                   iteration `after` (-1: at every launch's start, as AlexeyAB resizes to its
                   largest size first); a bigger input needs more memory
@@ -149,6 +151,20 @@ def out_of_memory(flavour: str, s: dict[str, Any], gpu: SimGpu) -> int:
         for line in lines:
             print(line, file=sys.stderr, flush=True)
         return 1
+    if flavour == "hankai":
+        # darknet_fatal_error's box (docs/hankai.md §5), then abort().
+        for line in (
+            "If possible, try to set subdivisions=... higher in your cfg file.",
+            "* * * * * * * * * * * * * * * * * * * * * * * * * * * * *",
+            "* Error location: /src/darknet/src-lib/dark_cuda.cpp, cuda_make_array(), line #491",
+            "* Error message:  CUDA memory allocation failed (4096000).",
+            "* Thread #1: main darknet thread",
+            '* Version "Moonlit" v5.1 built on Jun 27 2026 12:00:00',
+            "* * * * * * * * * * * * * * * * * * * * * * * * * * * * *",
+        ):
+            print(line, file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGABRT)
+        return 134
     # pjreddie: printf to stdout, then assert(0) → abort(): an unflushed stdout is lost
     # (not left to Python's buffering, which PYTHONUNBUFFERED would defeat).
     if not s.get("lose_stdout"):
