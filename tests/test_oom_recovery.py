@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from supervisor.dataset.demo import write_demo_cfg
 from supervisor.runtime import records
 from supervisor.runtime.runner import JobResult, JobRunner, RunnerConfig
 from supervisor.runtime.watchdog import LaunchState, StallWatchdog
-from supervisor.spec import load_spec
+from supervisor.spec import SpecError, load_spec, parse_spec
 from supervisor.training.backoff import Backoff
 from supervisor.training.ending import EndFacts, Relaunch, classify_end
 from supervisor.training.events import FatalError, Iteration, MapResult, Resized
@@ -336,6 +337,26 @@ def test_a_hang_is_killed_and_relaunched_from_the_newest_weights(
     every_iteration_once(runner, 300)
 
 
+def test_a_stop_during_the_backoff_ends_the_job_without_relaunching(
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job(script={"iteration_s": 0.002}, max_batches=200)
+    job.device(job.need(mini_batch=1) / 2)
+    runner = job.runner(backoff=30.0)
+
+    def on_record(rec: dict[str, Any]) -> None:
+        if rec["type"] == "Relaunched":  # stop while it waits its 30 s
+            asyncio.get_running_loop().call_soon(runner.request_stop, "stopped by the test")
+
+    runner.bus.subscribe(on_record)
+    started = time.monotonic()
+    result = run(runner)
+    assert time.monotonic() - started < 20
+    assert result.status == "stopped" and result.report["cause"] == "stopped by the test"
+    assert len(job.events("Relaunched")) == 1 and len(job.events("Launched")) == 1
+    assert job.events("Relaunched")[0]["backoff_s"] == 30.0
+
+
 def test_a_long_map_evaluation_is_not_a_hang(make_job: Callable[..., Job]) -> None:
     job = make_job(
         script={"iteration_s": 0.002, "map_every": 100, "map_s": 1.0},
@@ -361,6 +382,17 @@ def test_a_crash_loop_the_same_hang_twice_ends_the_job(make_job: Callable[..., J
 
 
 # --- the pure pieces --------------------------------------------------------------------------
+
+
+def test_memory_keys_defaults_and_clear_errors() -> None:
+    base = "name: a\ndarknet: {data: a.data, cfg: a.cfg}\n"
+    m = parse_spec(base, "job.yaml", Path("/j")).memory
+    assert (m.max_relaunches, m.allow_resize, m.tune, m.headroom) == (6, False, False, 0.1)
+    with pytest.raises(SpecError) as info:
+        parse_spec(base + "memory: {headroom: 10, max_relaunch: 3}\n", "job.yaml", Path("/j"))
+    text = str(info.value)
+    assert "memory.headroom = 10" in text and "write 0.1 for 10 %" in text
+    assert "did you mean `max_relaunches`" in text
 
 
 def test_subdivisions_keep_the_images_per_iteration() -> None:
