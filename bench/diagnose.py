@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.curves import CURVES, curve_events, curve_paths, load_curve  # noqa: E402
 from supervisor.darknet.analyze import analyze_log  # noqa: E402
+from supervisor.runtime.diagnosis import DiagnosisWatch  # noqa: E402
 from supervisor.training.diagnose import (  # noqa: E402
     PATTERNS,
     THRESHOLDS,
@@ -162,10 +163,15 @@ def live_path(path: Path) -> str:
     c = load_curve(path)
     h = History()
     seq: list[tuple[int, str]] = []
+    watch = DiagnosisWatch(lambda: h, case.facts)
+    published: list[str] = []
     for e in curve_events(c):
         h = h.add(e)
         if isinstance(e, MapResult):
             seq.append((h.iteration, diagnose(h, case.facts, live=True).pattern))
+            rec = watch.check(h)
+            if rec is not None:
+                published.append(f"{rec['pattern']}@{rec['iteration']}")
     mb = case.facts.max_batches or h.iteration
     final = seq[-1][1]
     left = next((it for it, p in seq if p != "too_early"), None)
@@ -178,7 +184,8 @@ def live_path(path: Path) -> str:
     return (
         f"{case.name}: label {case.label}; leaves too_early at "
         f"{left if left is not None else '-'}, settles on {final} at {settled} of {mb} "
-        f"({settled / mb:.0%}); {changes} change(s) of pattern"
+        f"({settled / mb:.0%}); {changes} change(s) of pattern; published (DiagnosisWatch): "
+        + " → ".join(published)
     )
 
 
@@ -230,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.misses:
         show_misses(corpus, c_diag)
     print("\nlive (the runner's order, default thresholds): where each curve's diagnosis "
-          "leaves too_early and where it settles on its final pattern")  # fmt: skip
+          "leaves too_early, where it settles on its final pattern, and what the watch "
+          "publishes")  # fmt: skip
     for path in curve_paths(args.corpus):
         print("  " + live_path(path))
 

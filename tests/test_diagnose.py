@@ -8,6 +8,7 @@ line by line through the parser, as the runner reads darknet.log, checks the liv
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -241,6 +242,28 @@ def test_a_live_corpus_curve_moves_from_too_early_to_its_pattern_through_the_wat
     # Called after the history holds the evaluation, the watch does not count it twice.
     again = DiagnosisWatch(lambda: box[0])
     assert again.check(box[0]) is not None and again.check(box[0]) is None
+
+
+def test_the_watch_publishes_a_noisy_curves_verdict_once() -> None:
+    """The generous 12-image run: diagnosed after each of its 40 evaluations it moves between
+    low variance and too early (and once overtraining); published, it moves once."""
+    c = load_curve("generous-overtraining-s0")
+    s = c["schedule"]
+    facts = DiagnosisFacts(max_batches=s["max_batches"], burn_in=s["burn_in"])
+    watch = DiagnosisWatch(lambda: History(), facts)
+    h = History()
+    raw: list[str] = []
+    published: list[str] = []
+    for e in curve_events(c):
+        h = h.add(e)
+        if isinstance(e, MapResult):
+            raw.append(diagnose(h, facts, live=True).pattern)
+            rec = watch.check(h)
+            if rec is not None:
+                published.append(rec["pattern"])
+    assert sum(a != b for a, b in itertools.pairwise(raw)) >= 4  # the raw readings swing
+    assert published == ["too_early", "low_variance"]
+    assert watch.published is not None and watch.published.pattern == raw[-1] == "low_variance"
 
 
 @pytest.mark.shared_logs

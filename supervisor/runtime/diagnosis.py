@@ -2,7 +2,8 @@
 
 The runner publishes every `MapResult` record (bus.py); after each one, `DiagnosisWatch`
 diagnoses the runner's history (`training/diagnose.py`, live: too early until the evidence is
-there) and, when the pattern differs from the last one it published, returns a record
+there) and, when the pattern moves from the last one it published (steadied: see the class),
+returns a record
 
     Diagnosis   {pattern, confidence, evidence, causes, advice, iteration, previous}
 
@@ -47,11 +48,20 @@ def diagnosis_record(d: Diagnosis, iteration: int, previous: str | None) -> Reco
 
 
 class DiagnosisWatch:
-    """Diagnoses after each evaluation; yields a record only when the pattern changes.
+    """Diagnoses after each evaluation; yields a record only when the published pattern moves.
 
     `history_getter` returns the runner's current history; `facts` what is known beside it
     (the cfg's max_batches and burn_in, the split sizes, `trainsup check`'s findings).
     `publish`, when given, receives each record (`__call__`, the bus listener, uses it).
+
+    Each diagnosis is of one snapshot, and a noisy curve can move between two readings from
+    one evaluation to the next (the corpus's generous 12-image run: low variance, too early,
+    once overtraining, 7 changes in 40 evaluations). What is published is steadier, so that a
+    chat channel hears a change once: the first verdict after `too_early` at once; any other
+    change only after `confirm` diagnoses in a row agree on it (a corrupted dataset at once: a
+    blow-up does not wait); never a return to `too_early` — evidence seen is not unseen, the
+    last verdict stands until another is confirmed. `last` is the latest diagnosis, published
+    or not; `published` the latest published one.
     """
 
     def __init__(
@@ -61,21 +71,31 @@ class DiagnosisWatch:
         *,
         publish: Callable[[Record], None] | None = None,
         live: bool = True,
+        confirm: int = 2,
     ) -> None:
         self.history_getter = history_getter
         self.facts = facts
         self.publish = publish
         self.live = live
+        self.confirm = confirm
         self.last: Diagnosis | None = None
+        self.published: Diagnosis | None = None
+        self._streak = 0  # consecutive diagnoses of `last.pattern`
 
     def check(self, history: History) -> Record | None:
-        """Diagnose `history`; a record when the pattern differs from the last one."""
+        """Diagnose `history`; a record when the published pattern moves (class docstring)."""
         d = diagnose(history, self.facts, live=self.live)
-        previous = self.last
+        same = self.last is not None and self.last.pattern == d.pattern
+        self._streak = self._streak + 1 if same else 1
         self.last = d
-        if previous is not None and previous.pattern == d.pattern:
+        shown = self.published
+        if shown is not None and (d.pattern == shown.pattern or d.pattern == "too_early"):
             return None
-        return diagnosis_record(d, history.iteration, previous.pattern if previous else None)
+        at_once = shown is None or shown.pattern == "too_early" or d.pattern == "corrupted"
+        if not at_once and self._streak < self.confirm:
+            return None
+        self.published = d
+        return diagnosis_record(d, history.iteration, shown.pattern if shown else None)
 
     def on_record(self, record: Record) -> Record | None:
         """A bus record in; a `Diagnosis` record out after a MapResult that changed the pattern."""
