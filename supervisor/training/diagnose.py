@@ -488,8 +488,8 @@ class TooLittleSignal:
         if f.valid_objects is not None and f.valid_objects < t.min_valid_objects:
             evidence.append(
                 f"the valid split holds {f.valid_objects} objects (fewer than "
-                f"{t.min_valid_objects}): one detection more or less moves mAP by "
-                f"{100 / max(1, f.valid_objects):.0f} points or more"
+                f"{t.min_valid_objects}): one detection more or less moves mAP by about "
+                f"{100 / max(1, f.valid_objects):.0f} points"
             )
         elif facts.valid_images is not None and facts.valid_images < t.min_valid_images:
             evidence.append(
