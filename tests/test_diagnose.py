@@ -426,3 +426,20 @@ def test_every_shared_log_gets_a_well_formed_diagnosis(logs_dir: Path) -> None:
             assert d.pattern in PATTERNS and 0.0 <= d.confidence <= 1.0, p.name
             assert d.evidence and all(isinstance(e, str) and e for e in d.evidence), p.name
             assert Diagnosis.from_json(json.loads(json.dumps(d.to_json()))) is not None
+
+
+def test_the_facts_come_from_the_schedule_and_the_preflight_check(tiny_data: Path) -> None:
+    from supervisor.dataset.check import check_dataset
+    from supervisor.runtime.diagnosis import diagnosis_facts
+    from supervisor.training.schedule import Schedule
+
+    s = Schedule(burn_in=50, steps=(240, 270), max_batches=300)
+    assert diagnosis_facts(s) == DiagnosisFacts(max_batches=300, burn_in=50)
+    report = check_dataset(tiny_data, None)
+    facts = diagnosis_facts(s, report)
+    assert (facts.valid_images, facts.train_images) == (10, 6)  # the fixture's split sizes
+    assert facts.findings == {c: n for c, n in facts.findings.items() if n > 0}
+    assert sum(facts.findings.values()) == len(report.findings)
+    # A 10-image valid split is too small to trust, whatever the history says.
+    h = run(falling(3000), {it: 0.9 for it in range(500, 3001, 500)})
+    assert diagnose(h, facts).pattern == "insufficient_data"

@@ -10,7 +10,8 @@ returns a record
 which the runner (or the watch itself, given `publish`) puts on the bus, so the events file,
 the notifier and the chart see the diagnosis move from `too_early` to its pattern.
 
-Wiring, either way:
+`diagnosis_facts(schedule, check_report)` gives the facts (the cfg's max_batches and burn_in;
+the split sizes and the findings of the pre-flight check, when it ran). Wiring, either way:
 - as a listener: `bus.subscribe(DiagnosisWatch(lambda: runner.history, facts,
   publish=bus.publish))` — the runner publishes a MapResult record *before* it adds the event
   to its history, so the watch folds the record's evaluation into the history it diagnoses
@@ -22,7 +23,9 @@ Wiring, either way:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from supervisor.atomicio import json_safe
 from supervisor.runtime.bus import Record
@@ -30,8 +33,28 @@ from supervisor.runtime.records import from_record
 from supervisor.training.diagnose import Diagnosis, DiagnosisFacts, diagnose
 from supervisor.training.events import MapResult
 from supervisor.training.history import History
+from supervisor.training.schedule import Schedule
+
+if TYPE_CHECKING:
+    from supervisor.dataset.check import CheckReport
 
 RECORD_TYPE = "Diagnosis"
+
+
+def diagnosis_facts(schedule: Schedule, check: CheckReport | None = None) -> DiagnosisFacts:
+    """What the runner knows beside the history: the cfg's schedule and, when the pre-flight
+    `trainsup check` ran on the job, the split sizes and its findings by code."""
+    facts = DiagnosisFacts(max_batches=schedule.max_batches, burn_in=schedule.burn_in or None)
+    if check is None:
+        return facts
+    sizes = {s.name: s.images for s in check.summary.splits}
+    return DiagnosisFacts(
+        max_batches=facts.max_batches,
+        burn_in=facts.burn_in,
+        valid_images=sizes.get("valid"),
+        train_images=sizes.get("train"),
+        findings=dict(Counter(f.code for f in check.findings)),
+    )
 
 
 def diagnosis_record(d: Diagnosis, iteration: int, previous: str | None) -> Record:
