@@ -437,3 +437,34 @@ def test_overfit_span_share_fits_the_run_when_asked() -> None:
     assert stop is not None and stop.rule == "overfit" and stop.iteration == 1400
     assert stop.numbers["span"] == 300
     assert first_stop(only(Overfit()), events, Schedule(max_batches=1400)) is None
+
+
+def test_evaluation_noise_sees_the_scatter_not_the_trend() -> None:
+    import random
+
+    from supervisor.training.policy import evaluation_noise
+
+    # A steady rise of 2 points per evaluation plus white noise of σ = 1 point: the second
+    # differences cancel the rise; the estimate is near 1 point, not near the 2-point steps.
+    rnd = random.Random(0)
+    rising = [0.3 + 0.02 * i + rnd.gauss(0, 0.01) for i in range(30)]
+    assert 0.006 < evaluation_noise(rising) < 0.015
+    assert evaluation_noise([0.3 + 0.02 * i for i in range(10)]) < 1e-9  # no scatter
+    assert evaluation_noise([0.5, 0.6, 0.4]) == 0.0  # too few to tell
+
+
+def test_plateau_noise_k_raises_the_gain_that_counts() -> None:
+    # Evaluations that swing ±1 point from one to the next, over a creep of 0.6 points every
+    # 500 iterations: each creep clears the plain 0.5-point min_delta and restarts its count,
+    # so the plain rule never stops; one σ of the swing (≈ 2.4 points by the second
+    # differences) does not count them, and the plateau is called after the patience.
+    maps = {
+        i: 0.5 + 0.006 * (i // 500) + (0.01 if (i // 100) % 2 else -0.01)
+        for i in range(100, 6001, 100)
+    }
+    events = run(6000, falling, maps)
+    assert first_stop(only(Plateau(patience=600, patience_share=None)), events) is None
+    noisy = first_stop(only(Plateau(patience=600, patience_share=None, noise_k=1.0)), events)
+    assert noisy is not None and noisy.iteration == 700
+    assert 0.02 < noisy.numbers["min_delta"] < 0.03  # type: ignore[operator]
+    assert "the evaluation noise σ" in noisy.reason
