@@ -4,7 +4,9 @@ attribute says, on real logs' events; snapshots never change; storage stays comp
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import random
 from array import array
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ from typing import Any
 import pytest
 
 from supervisor.darknet.logparse import parse_file
+from supervisor.runtime.jobpolicy import policy_for
 from supervisor.training.events import (
     Event,
     FatalError,
     GpuError,
     Iteration,
+    IterationRun,
     IterationsRepeated,
     LayerIoU,
     MapResult,
@@ -25,6 +29,19 @@ from supervisor.training.events import (
     WeightsSaved,
 )
 from supervisor.training.history import LOSS_WINDOW, History, Saves, build
+from supervisor.training.policy import (
+    Diverged,
+    IterationBudget,
+    NotLearning,
+    Overfit,
+    Plateau,
+    Policy,
+    Stop,
+    TargetMap,
+    TimeBudget,
+)
+from supervisor.training.quiet import add_run_deciding
+from supervisor.training.schedule import Schedule
 
 
 def _g(x: float | None) -> float | None:
@@ -231,3 +248,169 @@ def test_history_has_the_fields_its_copy_sets() -> None:
     # `_add_iteration` sets every field by hand: this is the list it sets.
     names = [f.name for f in dataclasses.fields(History)]
     assert len(names) == 18 and names[0] == "loss" and names[-1] == "iou"
+
+
+# --- bulk folding (`History.add_run`) and deciding only where a rule can stop (`quiet`) --------
+
+
+def with_runs(events: list[Event]) -> list[Event | IterationRun]:
+    """`events` with each stretch of iteration events that an `IterationRun` may hold (finite,
+    ascending, nothing in between) given as one, as the parser's bulk reading gives them."""
+    out: list[Event | IterationRun] = []
+    block: list[Iteration] = []
+
+    def flush() -> None:
+        if block:
+            kept = list(block)
+            out.append(
+                IterationRun(
+                    [e.iteration for e in kept],
+                    [e.avg_loss for e in kept],
+                    [repr(e.rate) for e in kept],
+                    [e.seconds if e.seconds is not None else 0.0 for e in kept],
+                    [str(k) for k in range(len(kept))],
+                    kept[0].line,
+                    lambda raw, line, kept=kept: kept[int(raw)],  # type: ignore[misc]
+                )
+            )
+            block.clear()
+
+    last: int | None = None
+    for e in events:
+        plain = (
+            type(e) is Iteration
+            and e.finite
+            and e.seconds is not None
+            and e.time is None
+            and (last is None or e.iteration > last)
+        )
+        if plain:
+            assert isinstance(e, Iteration)
+            block.append(e)
+        else:
+            flush()
+            out.append(e)
+        if isinstance(e, Iteration):
+            last = e.iteration if last is None else max(last, e.iteration)
+        elif isinstance(e, IterationsRepeated):
+            last = None  # the history's series decides (add_run falls back on a repeat)
+    flush()
+    return out
+
+
+def state(h: History) -> str:
+    fields = {f.name: getattr(h, f.name) for f in dataclasses.fields(History) if f.name != "loss"}
+    return repr((fields, h.loss.points()))
+
+
+@pytest.mark.shared_logs
+def test_a_run_folded_at_once_is_its_lines_folded_one_by_one(logs_dir: Path) -> None:
+    from supervisor.darknet.logparse import LogFile, LogParser
+
+    rng = random.Random(3)
+    for name in (
+        "01_pjreddie-yolov3tiny-buddyzhu-6000.log",
+        "57_alexeyab-yolov4-resume74901-interrupted-sahil.log",
+    ):
+        parser = LogParser()
+        h = one = History()
+        for text in LogFile(logs_dir / name, 64 << 10).chunks():
+            for e in parser.feed_runs(text):
+                if isinstance(e, IterationRun):
+                    # In pieces cut anywhere, as the replay folds it around decision points.
+                    cuts = sorted({0, len(e), *(rng.randrange(len(e) + 1) for _ in range(3))})
+                    for lo, hi in itertools.pairwise(cuts):
+                        h = h.add_run(e, lo, hi)
+                    for it in e.events():
+                        one = one.add(it)
+                else:
+                    h, one = h.add(e), one.add(e)
+                assert h.loss.n == one.loss.n
+        assert state(h) == state(one), name
+        assert h.loss.mean(1, h.iteration) == one.loss.mean(1, one.iteration)
+
+
+def decided(policy: Policy, s: Schedule, events: list[Event | IterationRun]) -> tuple[str, str]:
+    """The first stop (and the final history) of a replay, the quiet way where runs come."""
+    h = History()
+    stop: Stop | None = None
+    for e in events:
+        if isinstance(e, IterationRun):
+            if stop is None:
+                h, stop = add_run_deciding(policy, s, h, e)
+            else:
+                h = h.add_run(e)
+            continue
+        h = h.add(e)
+        if stop is None and isinstance(e, Iteration | MapResult):
+            d = policy.decide(h, s)
+            if isinstance(d, Stop):
+                stop = d
+    return repr(stop), state(h)
+
+
+class NewRule(Diverged):
+    """A rule quiet knows nothing of (a subclass counts as one): decided on every entry."""
+
+
+def policies(s: Schedule) -> list[Policy]:
+    late = (s.max_batches or 2000) // 2
+    return [
+        policy_for(None),
+        Policy(),
+        Policy(rules=(Diverged(loss_factor=2.0, window=20),)),
+        Policy(rules=(NotLearning(after_share=None, after=200, map_below=0.6),)),
+        Policy(rules=(Plateau(patience=200, min_delta=0.02),), min_iterations=150),
+        Policy(rules=(Overfit(drop=0.01, confirm=2, span=50),), min_iterations=late),
+        Policy(rules=(TargetMap(0.3),)),
+        Policy(budgets=(IterationBudget(late + 1),), rules=()),
+        Policy(budgets=(TimeBudget(600.0),), rules=()),
+        Policy(rules=(NewRule(loss_factor=1.5),)),
+    ]
+
+
+def test_deciding_only_where_a_rule_can_stop_finds_the_same_stop_on_every_curve() -> None:
+    from bench.curves import curve_events, curve_paths, curve_schedule, load_curve
+
+    stops = 0
+    for path in curve_paths():
+        curve = load_curve(path)
+        s = curve_schedule(curve)
+        events = curve_events(curve)
+        runs = with_runs(events)
+        assert any(isinstance(e, IterationRun) for e in runs)
+        for policy in policies(s):
+            want = decided(policy, s, list(events))
+            assert decided(policy, s, runs) == want, (path.stem, policy)
+            stops += want[0] != "None"
+    assert stops >= 40  # the rules did stop, at their own lines
+
+
+@pytest.mark.shared_logs
+def test_deciding_only_where_a_rule_can_stop_finds_the_same_stop_on_every_shared_log(
+    logs_dir: Path,
+) -> None:
+    from supervisor.darknet.logparse import LogFile, LogParser
+    from supervisor.training.schedule import infer_schedule
+
+    stops = 0
+    for path in sorted(logs_dir.glob("*.log")):
+        parser = LogParser()
+        runs: list[Event | IterationRun] = []
+        for text in LogFile(path).chunks():
+            runs += parser.feed_runs(text)
+        runs += parser.close()
+        events: list[Event] = []
+        for e in runs:
+            events.extend(e.events() if isinstance(e, IterationRun) else (e,))
+        s = infer_schedule(e for e in events if isinstance(e, Iteration))
+        chosen = (
+            policies(s)
+            if path.name[:2] in {"01", "04", "21", "25", "48", "53"}
+            else policies(s)[:1]
+        )
+        for policy in chosen:
+            want = decided(policy, s, list(events))
+            assert decided(policy, s, runs) == want, (path.name, policy)
+            stops += want[0] != "None"
+    assert stops >= 20

@@ -23,6 +23,7 @@ from supervisor.training.events import (
     FatalError,
     GpuError,
     Iteration,
+    IterationRun,
     IterationsRepeated,
     LayerIoU,
     MapResult,
@@ -1106,3 +1107,124 @@ def test_no_shared_log_is_binary(logs_dir: Path) -> None:
             pass
         assert not lf.binary, path.name
         assert lf.encoding == "utf-8", path.name
+
+
+# --- bulk reading (`feed_runs`): the same events as `feed`, line for line -----------------------
+
+
+def expanded(events: list[Event | IterationRun]) -> list[Event]:
+    out: list[Event] = []
+    for e in events:
+        out.extend(e.events() if isinstance(e, IterationRun) else (e,))
+    return out
+
+
+def both_ways(chunks: list[str]) -> tuple[list[Event], list[Event], LogParser, LogParser, int]:
+    """`feed` and `feed_runs` over the same chunks: their events, parsers and runs given."""
+    a, b = LogParser(), LogParser()
+    want: list[Event] = []
+    got: list[Event | IterationRun] = []
+    for chunk in chunks:
+        want += a.feed(chunk)
+        got += b.feed_runs(chunk)
+    want += a.close()
+    got += b.close()
+    return want, expanded(got), a, b, sum(isinstance(e, IterationRun) for e in got)
+
+
+def cut(text: str, rng: random.Random, most: int) -> list[str]:
+    out, i = [], 0
+    while i < len(text):
+        k = rng.randint(1, most)
+        out.append(text[i : i + k])
+        i += k
+    return out
+
+
+@pytest.mark.shared_logs
+def test_bulk_reading_gives_the_events_of_line_reading_on_every_shared_log(
+    logs_dir: Path,
+) -> None:
+    rng = random.Random(14)
+    paths = sorted(logs_dir.glob("*.log")) + sorted((logs_dir / "excerpts").glob("*"))
+    runs = 0
+    for path in paths:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        # Whole, and in random pieces (runs and lines cut anywhere, a CRLF split in two).
+        for chunks in ([text], cut(text, rng, 5000)):
+            want, got, a, b, n = both_ways(chunks)
+            assert repr(got) == repr(want), path.name
+            assert (b.summary, b.flavour) == (a.summary, a.flavour), path.name
+            runs += n
+    assert runs > 1000  # the bulk path did read most of them
+
+
+def plain(i: int, rng: random.Random) -> str:
+    avg = " avg loss" if rng.random() < 0.5 else " avg"
+    hours = f", {rng.uniform(-1, 9):.6f} hours left" if rng.random() < 0.5 else ""
+    return (
+        f"{i}: {rng.uniform(0, 9):.6f}, {rng.uniform(0, 9):.6f}{avg}, 0.001000 rate,"
+        f" {rng.uniform(0, 3):.6f} seconds, {i * 64} images{hours}"
+    )
+
+
+# Lines a bulk reader could misread: each must be read as `_line` reads it.
+ODD_LINES = [
+    "7: -nan, -nan avg, 0.001000 rate, 1.000000 seconds, 448 images",
+    "7: 1.000000, inf avg, 0.001000 rate, 1.000000 seconds, 448 images",
+    "7: " + "9" * 400 + ".5, 1.0 avg, 0.001000 rate, 1.000000 seconds, 448 images",
+    "7: 1.000000, " + "9" * 320 + ".0 avg, 0.001000 rate, 1.000000 seconds, 448 images",
+    "3: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 192 images",  # backwards
+    "\t12:\t1.000000,\t1.000000\tavg,\t0.001000\trate,\t1.0\tseconds,\t64\timages",
+    "12: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images, junk",
+    "0|yolo | 12: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images",
+    "\x1b[1m12: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images\x1b[0m",
+    "12: 1.0, 1.0 avg, 0.001 rate, 1.0 seconds, 64 images\rRegion Avg IOU: 0.5, count: 3",
+    "Region Avg IOU: 0.512, Class: 0.9, Obj: 0.4, No Obj: 0.01, Avg Recall: 0.5,  count: 8",
+    "v3 (mse loss, Normalizer: (iou: 0.75, cls: 1.00) Region 16 Avg (IOU: 0.4), count: 2",
+    "Saving weights to backup/yolo.backup",
+    "15: 2.5Saving weights to backup/yolo_last.weights",
+    "Resizing",
+    "608",
+    "Resizing, random_coef = 1.40 \n\n 896 x 896 ",
+    " calculation mAP (mean average precision)...",
+    " mean average precision (mAP@0.50) = 0.612345, or 61.23 % ",
+    "CUDA Error: out of memory",
+    "",
+    "   ",
+    "12: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images, 5.0 time left",
+    "٣: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images",
+    "00012: 1.000000, 1.000000 avg, 0.001000 rate, 1.000000 seconds, 64 images",
+]
+
+
+def test_bulk_reading_agrees_on_mixed_and_odd_lines() -> None:
+    rng = random.Random(9)
+    for trial in range(300):
+        lines: list[str] = []
+        i = rng.randint(0, 3)
+        for _ in range(rng.randint(1, 60)):
+            if rng.random() < 0.75:
+                i += rng.choice((1, 1, 1, 1, 2, 0, -2))
+                lines.append(plain(i, rng))
+            else:
+                lines.append(rng.choice(ODD_LINES))
+        end = rng.choice(("\n", "\r\n", "\r"))
+        text = end.join(lines) + rng.choice((end, ""))
+        chunks = cut(text, rng, rng.choice((7, 80, 100000)))
+        want, got, a, b, _ = both_ways(chunks)
+        assert repr(got) == repr(want), (trial, text)
+        assert (b.summary, b.flavour) == (a.summary, a.flavour), (trial, text)
+
+
+def test_a_run_is_the_lines_it_stands_for() -> None:
+    text = "".join(
+        f"{i}: 2.5, 2.25 avg, 0.001000 rate, 1.5 seconds, {i * 64} images\n" for i in (1, 2, 3)
+    )
+    p = LogParser()
+    (run,) = p.feed_runs("header\n" + text)
+    assert isinstance(run, IterationRun) and len(run) == 3 and run.first_line == 2
+    assert list(run.iterations) == [1, 2, 3] and run.avg_loss == [2.25] * 3
+    assert run.iteration_at(-1) == Iteration(3, 2.5, 2.25, 0.001, 1.5, 192, None, 4)
+    assert list(run.rate_runs()) == [(0, 2, 0.001)]
+    assert p.summary.counts == {"Iteration": 3} and p.flavour == "pjreddie"

@@ -344,11 +344,8 @@ def _rates_of(text: str, end: int) -> list[tuple[str, str, str]]:
     if m is None:
         return []
     rate = m.group(2)
-    if (
-        rate
-        and "rate=" not in text
-        and text.count(" rate", 0, end) == text.count(f" {rate} rate", 0, end)
-    ):
+    # hank-ai's `, rate=…` counts as a ` rate` that no ` {rate} rate` has: the regex then.
+    if rate and text.count(" rate", 0, end) == text.count(f" {rate} rate", 0, end):
         head: tuple[str, str, str] = (m.group(1), rate, "")
         tail = _RATE_RE.findall(text, max(m.end(), end - _TAIL), end)
         if tail:

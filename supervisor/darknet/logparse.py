@@ -59,7 +59,6 @@ import math
 import os
 import re
 import time
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, pairwise
@@ -444,7 +443,8 @@ class LogParser:
 
     def feed(self, chunk: str) -> list[Event]:
         """Events from arbitrary text; an unfinished last line waits for the next chunk."""
-        if "\n" not in chunk and "\r" not in chunk:
+        if "\n" not in chunk and "\r" not in chunk and not self._buf.endswith("\r"):
+            # (A `\r` ending the rest was a line end, unless a `\n` follows: split it now.)
             self._buf += chunk
             return []
         parts, self._buf = split_lines(self._buf + chunk)
@@ -545,9 +545,9 @@ class LogParser:
         out.append(
             IterationRun(
                 iterations,
-                array("d", list(map(float, parts[lo + 3 : hi : stride]))),
+                list(map(float, parts[lo + 3 : hi : stride])),
                 parts[lo + 4 : hi : stride],
-                array("d", list(map(float, parts[lo + 5 : hi : stride]))),
+                list(map(float, parts[lo + 5 : hi : stride])),
                 lines,
                 self._lineno + 1,
                 _plain_iteration,

@@ -12,7 +12,6 @@ Conventions: mAP, AP, precision, recall, F1 and IoU are fractions in [0, 1]. `li
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -222,9 +221,9 @@ class IterationRun:
     """
 
     iterations: Sequence[int]
-    avg_loss: array[float]
+    avg_loss: list[float]  # lists, not arrays: `min`, slices and sums box no float
     rates: Sequence[str]
-    seconds: array[float]
+    seconds: list[float]
     lines: Sequence[str]
     first_line: int
     read: Callable[[str, int], Iteration]

@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from itertools import accumulate, islice
+from itertools import accumulate
 from operator import add
 from typing import Any, overload
 
@@ -91,7 +91,7 @@ class _Arrays:
                 self.cnt = array("q", range(len(cum) - 1))
             self.cnt.append(self.cnt[-1])
 
-    def extend(self, iterations: Sequence[int], avg_loss: array[float]) -> bool:
+    def extend(self, iterations: Sequence[int], avg_loss: list[float]) -> bool:
         """`push` of each pair, for finite avg losses; False (nothing changed) if it cannot.
 
         The prefix sums are accumulated left to right as `push` adds them, so they are the
@@ -100,14 +100,15 @@ class _Arrays:
         its = self.iterations
         if isinstance(its, array):
             try:
-                its.extend(array(its.typecode, iterations))  # of its own kind, or TypeError
+                its.fromlist(list(iterations))  # whole or not at all
             except OverflowError:
                 return False  # a number that does not fit: `push` widens the array
         else:
             its.extend(iterations)
-        self.avg_loss.extend(avg_loss)
+        self.avg_loss.fromlist(avg_loss)
         cum = self.cum
-        cum.extend(islice(accumulate(avg_loss, initial=cum[-1]), 1, None))
+        # From the last sum on, which `accumulate` gives back first: one list, no slicing.
+        cum.fromlist(list(accumulate(avg_loss, initial=cum.pop())))
         if self.cnt is not None:
             c = self.cnt[-1]
             self.cnt.extend(range(c + 1, c + 1 + len(avg_loss)))
@@ -136,7 +137,7 @@ class LossSeries:
         _SET_N(new, keep + 1)
         return new
 
-    def extend(self, iterations: Sequence[int], avg_loss: array[float]) -> LossSeries:
+    def extend(self, iterations: Sequence[int], avg_loss: list[float]) -> LossSeries:
         """`append` of each pair, for ascending iterations after this series' last one and
         finite avg losses (an `IterationRun`'s)."""
         a = self._a
@@ -581,7 +582,7 @@ _SET: dict[str, Any] = dict(zip(_FIELDS, _setters(History, _FIELDS), strict=True
 assert len(_FIELDS) == 18, "History gained a field: set it in History._add_iteration"
 
 
-def build(events: list[Event] | tuple[Event, ...]) -> History:
+def build(events: Sequence[Event]) -> History:
     h = History()
     for e in events:
         h = h.add(e)

@@ -32,11 +32,11 @@ every shared log and every whole curve both ways and requires the same stop.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 
 from supervisor.training.events import IterationRun
-from supervisor.training.history import History
+from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import (
     Diverged,
     IterationBudget,
@@ -58,6 +58,30 @@ class DecisionPoints:
 
     points: tuple[int, ...]
     every_from: int | None = None
+    # The schedule's breakpoints and the stretches between them (`bisect_right(breaks, it)`)
+    # already seen quiet for these evaluations: a decision that continues adds its own.
+    breaks: tuple[int, ...] = ()
+    settled: set[int] = field(default_factory=set)
+
+
+# Per (policy, schedule, evaluations), the stretches between breakpoints (burn_in, the steps,
+# the last rate drop) in which a decision continued. `TargetMap`, `Overfit` and `Plateau` read
+# nothing else, so each answers None all over such a stretch until an evaluation arrives; the
+# history keeps the same evaluations tuple until then, so it is the key (held, by identity, as
+# in policy.py's memo). Without it every run of lines between two saves would be decided on.
+_SETTLED: dict[tuple[int, int, int], tuple[Policy, Schedule, tuple[Evaluation, ...], set[int]]] = {}
+
+
+def _settled(policy: Policy, s: Schedule, evals: tuple[Evaluation, ...]) -> set[int]:
+    key = (id(policy), id(s), id(evals))
+    hit = _SETTLED.get(key)
+    if hit is not None and hit[0] is policy and hit[1] is s and hit[2] is evals:
+        return hit[3]
+    if len(_SETTLED) >= 64:
+        _SETTLED.clear()
+    found: set[int] = set()
+    _SETTLED[key] = (policy, s, evals, found)
+    return found
 
 
 def decision_points(policy: Policy, s: Schedule, h: History, run: IterationRun) -> DecisionPoints:
@@ -90,17 +114,19 @@ def decision_points(policy: Policy, s: Schedule, h: History, run: IterationRun) 
                     dense = 0  # reached within the run: find the line by deciding on each
         else:
             return every
-    gate = reach(max(policy.min_iterations, s.burn_in))
+    opens = max(policy.min_iterations, s.burn_in)
+    gate = reach(opens)
+    drop = s.last_rate_drop
+    breaks = tuple(sorted({opens, *s.steps, *(() if drop is None else (drop,))}))
+    settled = _settled(policy, s, h.evaluations)
     if gate < n:
         for rule in policy.rules:
             kind = type(rule)
-            if kind is TargetMap or kind is Overfit:
-                points.add(gate)
-            elif kind is Plateau:
-                points.add(gate)
-                drop = s.last_rate_drop
-                for at in (*s.steps, *(() if drop is None else (drop,))):
-                    points.add(max(gate, reach(at)))
+            if kind is TargetMap or kind is Overfit or kind is Plateau:
+                # Constant between breakpoints: the first entry of each stretch not yet settled.
+                for k in (gate, *(reach(at) for at in breaks)):
+                    if gate <= k < n and bisect_right(breaks, its[k]) not in settled:
+                        points.add(k)
             elif kind is NotLearning:
                 assert isinstance(rule, NotLearning)
                 if h.best is not None and h.best.map < rule.map_below:
@@ -115,7 +141,10 @@ def decision_points(policy: Policy, s: Schedule, h: History, run: IterationRun) 
             else:
                 return every
     return DecisionPoints(
-        tuple(sorted(k for k in points if k < dense)), dense if dense < n else None
+        tuple(sorted(k for k in points if k < dense)),
+        dense if dense < n else None,
+        breaks,
+        settled,
     )
 
 
@@ -161,12 +190,13 @@ def add_run_deciding(
         d = policy.decide(h, s)
         if isinstance(d, Stop):
             return h.add_run(run, done), d
+        dp.settled.add(bisect_right(dp.breaks, run.iterations[k]))
     if dp.every_from is not None:
         h = h.add_run(run, done, dp.every_from)
-        for e in run.events(max(done, dp.every_from)):
-            h = h.add(e)
+        for k in range(max(done, dp.every_from), len(run)):
+            h = h.add(run.iteration_at(k))
             d = policy.decide(h, s)
             if isinstance(d, Stop):
-                return h.add_run(run, e.line - run.first_line + 1), d
+                return h.add_run(run, k + 1), d
         return h, None
     return h.add_run(run, done), None
