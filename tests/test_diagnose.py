@@ -50,6 +50,9 @@ def run(
         h = h.add(Iteration(it, avg, avg, 0.001))
         if it in maps:
             m = maps[it]
+            if not math.isfinite(m):  # what no evaluation can produce: recorded, invalid
+                h = h.add(MapResult(it, m, valid=False))
+                continue
             tp = round(objects * m)
             h = h.add(MapResult(it, m, tp=tp, fn=objects - tp, fp=10))
     return h
@@ -205,6 +208,8 @@ def test_a_log_without_mAP_gets_what_its_loss_supports_and_says_so() -> None:
     assert flat.pattern == "insufficient_data"
     for d in (short, still, flat):
         assert any("loss alone" in e for e in d.evidence)
+    invalid = run(falling(4000), {1000: math.nan, 2000: math.inf})
+    assert any("no valid mAP among 2 evaluations" in e for e in diagnose(invalid).evidence)
     assert diagnose(History()).pattern == "insufficient_data"
     assert diagnose(History(), live=True).pattern == "too_early"
 

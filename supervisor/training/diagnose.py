@@ -864,10 +864,12 @@ class LossOnly:
         h, t = f.h, f.t
         if f.evals:
             return None
-        note = (
-            "no mAP evaluation: this reads the loss alone (train with -map, or let trainsup "
-            "evaluate)"
+        none = (
+            f"no valid mAP among {len(h.evaluations)} evaluations"
+            if h.evaluations
+            else "no mAP evaluation"
         )
+        note = f"{none}: this reads the loss alone (train with -map, or let trainsup evaluate)"
         first = h.first_iteration
         if first is None or h.last is None:
             why = "no iteration lines: nothing to read a pattern from"
