@@ -12,7 +12,7 @@ def test_the_ladder_doubles_subdivisions_keeping_batch_then_drops_random() -> No
     s = MemorySetting(batch=64, subdivisions=16, random=True)
     step = next_memory_step(s)
     assert step is not None and step.changes == {"subdivisions": 32}
-    assert step.words == "subdivisions=32 (batch still 64: mini-batch 2 images)"
+    assert step.words == "subdivisions=32 (batch still 64, mini-batch 2)"
     last = next_memory_step(MemorySetting(64, 64, True))
     assert last is not None and last.changes == {"random": 0}
     assert next_memory_step(MemorySetting(64, 64, False)) is None
@@ -32,7 +32,7 @@ def test_an_oom_is_a_relaunch_until_the_same_failure_repeats() -> None:
     facts = EndFacts({"returncode": 1}, False, launch_errors=(oom,), memory=setting)
     d = classify_end(h, facts)
     assert isinstance(d, Relaunch) and d.cfg_changes == {"subdivisions": 16}
-    assert d.reason.startswith("out of memory at iteration 29843 (mini-batch 8)")
+    assert d.reason.startswith("out of memory at iteration 29 843 (mini-batch 8)")
     # The same failure, at the same place, with the same setting: no relaunch ends otherwise.
     again = EndFacts(
         {"returncode": 1}, False, launch_errors=(oom,), memory=setting,
@@ -60,3 +60,12 @@ def test_resume_after_down_is_guarded_against_a_loop() -> None:
     facts = EndFacts(None, False, supervisor_was_down=True, earlier_failures=(d.failure,))
     end = classify_end(h, facts)
     assert isinstance(end, End) and end.status == "killed"
+
+
+def test_resume_after_down_ignores_an_earlier_launchs_errors() -> None:
+    # Launch 1 ran out of memory and was relaunched; launch 2 was killed while nobody watched.
+    h, _ = history_with_oom(150)
+    h = h.add(Iteration(300, 1.0, 1.0, 0.001, line=400))
+    facts = EndFacts(None, False, supervisor_was_down=True, memory=MemorySetting(8, 2, False))
+    d = classify_end(h, facts)
+    assert isinstance(d, Relaunch) and d.kind == "resume" and not d.cfg_changes

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from supervisor.darknet.cfg import Cfg
 from supervisor.dataset.demo import write_demo_cfg
 from supervisor.runtime import records
-from supervisor.runtime.runner import JobResult, JobRunner, RunnerConfig
+from supervisor.runtime.runner import JobResult, JobRunner, Progress, RunnerConfig
 from supervisor.runtime.watchdog import LaunchState, StallWatchdog
 from supervisor.spec import SpecError, load_spec, parse_spec
 from supervisor.training.backoff import Backoff
@@ -101,12 +103,23 @@ class Job:
         dev["total_mib"] = OTHER_MIB + free_mib
         gpu_need.write_devices(self.gpu_dir, [dev])
 
-    def runner(self, **config: Any) -> JobRunner:
+    def config(self, **config: Any) -> RunnerConfig:
         os.environ["TRAINSUP_SCRIPT"] = str(self.script_path)
         os.environ[gpu_need.SIM_ENV] = str(self.gpu_dir)
         knobs: dict[str, Any] = {"poll": 0.02, "tick": 0.2, "grace": 3.0, "checkpoint_every": 0.0}
-        knobs |= {"backoff": 0.01, "gpu_every": 0.05, **config}
-        return JobRunner(load_spec(self.file), self.dir, RunnerConfig(**knobs))
+        return RunnerConfig(**(knobs | {"backoff": 0.01, "gpu_every": 0.05, **config}))
+
+    def runner(
+        self, on_progress: Callable[[JobRunner, Progress], None] | None = None, **config: Any
+    ) -> JobRunner:
+        r: JobRunner
+
+        def progress(p: Progress) -> None:
+            if on_progress is not None:
+                on_progress(r, p)
+
+        r = JobRunner(load_spec(self.file), self.dir, self.config(**config), progress)
+        return r
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         recs = list(records.read_records(self.dir / "events.jsonl"))
@@ -244,6 +257,37 @@ def test_out_of_memory_during_map_drops_map_and_the_supervisor_evaluates(
     assert result.report["evaluation_source"] == "supervisor"
     assert job.starts() == [0, 100]
     every_iteration_once(runner, 300)
+
+
+def test_a_dropped_map_stays_dropped_when_attach_resumes_the_job(
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job(
+        script={"iteration_s": 0.004, "map_every": 150},
+        evaluation={"every": 100, "source": "auto"},
+        max_batches=500,
+    )
+    job.device(between(job.need(), job.need(map_on=True)))
+
+    def detach_late(r: JobRunner, p: Progress) -> None:
+        if p.iteration >= 330:
+            r.request_detach()
+
+    assert run(job.runner(detach_late)).status == "detached"
+    pid = int(json.loads((job.dir / "launch.json").read_text())["pid"])
+    os.killpg(pid, signal.SIGKILL)  # darknet dies while no supervisor watches
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and psutil.pid_exists(pid):
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.05)
+    result = run(JobRunner.for_job_dir(job.dir, job.config()))
+    assert result.status == "finished", result.report["cause"]
+    argvs = job.launch_argvs()
+    assert len(argvs) == 3 and "-map" in argvs[0]
+    assert "-map" not in argvs[1] and "-map" not in argvs[2]  # not back after the restart
+    assert [e["trigger"] for e in job.events("Relaunched")] == ["memory", "resume"]
+    assert {e["source"] for e in job.events("MapResult")} == {"supervisor"}
 
 
 def test_pjreddie_out_of_memory_whose_message_was_lost_still_climbs(

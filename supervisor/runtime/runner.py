@@ -725,9 +725,15 @@ class JobRunner:
         if r.stop is not None:
             self.stop_decision, self._stop_requested_at = r.stop, time.monotonic()
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
-        # rebuilt by reading the log up to the checkpoint again, its events discarded.
+        # rebuilt by reading the log up to the checkpoint again, its events discarded — but for
+        # where the last launch began (its errors alone decide how it ended, not an earlier
+        # launch's out of memory) and what that launch was doing (start, resize, -map).
         for text in read_lines_until(self.tail.path, r.offset):
-            self.parser.feed_line(text)
+            for ev in self.parser.feed_line(text):
+                if isinstance(ev, Launch):
+                    self._launch_line = ev.line
+                    self.launch_state.launched()
+                self.launch_state.on_event(ev, evaluating=self.parser.evaluating)
         self.tail.offset = r.offset
         handle = self._handle_of_last_launch()
         self.argv = list(handle.argv)

@@ -130,7 +130,8 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
     if facts.exit is not None and facts.exit.get("error"):
         return End("failed", f"darknet could not start: {facts.exit['error']}")
     unwatched = f"ended unwatched at {h.iteration}"
-    if facts.supervisor_was_down and not problems and unwatched not in facts.earlier_failures:
+    said = facts.launch_errors or facts.launch_fatal  # this launch's words, not earlier ones
+    if facts.supervisor_was_down and not said and unwatched not in facts.earlier_failures:
         # Nobody decided this end and darknet said nothing about why: a reboot, an OOM killer,
         # a `kill` — the training itself was fine, so it goes on from its newest save.
         how = _how(facts.exit) if facts.exit else "no exit record: killed with its wrapper"

@@ -116,14 +116,23 @@ class SimGpu:
 
 
 def _forget_dead(d: Path) -> None:
-    """A killed process's memory is freed by the driver: drop the files of dead stand-ins."""
+    """A killed process's memory is freed by the driver: drop the files of dead stand-ins (a
+    SIGKILL leaves its file; a zombie waiting to be reaped holds no memory either)."""
+    import psutil
+
     for f in d.glob("proc-*.json"):
         try:
-            os.kill(int(f.stem.split("-", 1)[1]), 0)
-        except ProcessLookupError:
-            f.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
+            pid = int(f.stem.split("-", 1)[1])
+        except ValueError:
             continue
+        try:
+            dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            dead = True
+        except psutil.Error:
+            continue
+        if dead:
+            f.unlink(missing_ok=True)
 
 
 def out_of_memory(flavour: str, s: dict[str, Any], gpu: SimGpu) -> int:
