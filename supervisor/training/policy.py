@@ -153,8 +153,8 @@ class Plateau:
     share is None), so that it fits a 1 200- and a 50 000-iteration run alike.
 
     The learning-rate steps the cfg declares shape it, because on a fixed schedule the best mAP
-    usually comes right after the last step (every whole curve of the corpus that was still
-    rising gained at its last step):
+    usually comes after the steps (on the corpus' whole curves, between the first step and
+    the end, or right after the last one):
     - before the cfg's last rate drop the patience is `before_last_step` times longer (a
       plateau there is weak evidence), and a step that is not the last restarts the count;
     - once the last drop has had its chance (an evaluation came after it), the patience is
@@ -167,8 +167,9 @@ class Plateau:
     The gain that counts is `min_delta` or, when larger, `noise_k` × the evaluation noise σ
     estimated from the curve: from the second differences of the latest `noise_window`
     evaluations (variance 6σ² for white noise on any locally straight curve, so a steady rise
-    is not taken for noise), robustly through their median. A 60-image valid set swings by a
-    point or two; a 0.5-point gain there is noise, on a 5 000-image set it is real.
+    is not taken for noise), robustly through their median. Off by default (`noise_k` 0):
+    on the whole curves every k tried lost points on a held-out curve, because a 60-image
+    valid set swings as much as a slow climb gains (bench/RESULTS.md).
     """
 
     name: ClassVar[str] = "plateau"
