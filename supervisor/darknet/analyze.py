@@ -573,18 +573,9 @@ def format_analysis(a: Analysis, rows: int = 20) -> str:
             out.append(f"  saved: {saved} iterations of the {h.iteration} this log ran to")
     if not_a_log is None:
         out.append("")
-        out.extend(diagnosis_lines(a.diagnosis))
+        out.extend(a.diagnosis.lines())
     out.append(keep_line(a))
     return "\n".join(out)
-
-
-def diagnosis_lines(d: Diagnosis) -> list[str]:
-    """The diagnosis as the reports print it (analyze, the end of `trainsup run`, `show`)."""
-    out = [f"diagnosis: {d.title()}"]
-    out += [f"  evidence: {e}" for e in d.evidence]
-    out += [f"  likely causes: {c}" for c in d.causes]
-    out += [f"  what to do: {a}" for a in d.advice]
-    return out
 
 
 # How darknet names its saves: `<backup>/<base>_best.weights`, `_last`, `_final`, `_ema`,
