@@ -217,12 +217,37 @@ def test_a_log_without_mAP_gets_what_its_loss_supports_and_says_so() -> None:
 # --- the real curves ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", curve_paths(), ids=lambda p: p.stem)
-def test_each_corpus_curve_gets_its_label(path: Path) -> None:
-    h, facts, label = curve_history(path.stem)
+# The reviewed curves when the rules were written, each read as labelled. Curves the background
+# generator adds later count in the aggregate below (the issue's ≥ 90 %), not one by one.
+KNOWN_CURVES = (
+    "generous-good-s0", "generous-not_learning-s0", "generous-overtraining-s0",
+    "recipe-corrupted-s0", "recipe-corrupted-s1", "recipe-good-s0", "recipe-good-s1",
+    "recipe-insufficient-s0", "recipe-insufficient-s1", "recipe-low_variance-s0",
+    "recipe-low_variance-s1", "recipe-not_learning-s0", "recipe-not_learning-s1",
+    "recipe-overtraining-s0", "recipe-overtraining-s1",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in KNOWN_CURVES if any(p.stem == n for p in curve_paths())]
+)
+def test_each_known_corpus_curve_gets_its_label(name: str) -> None:
+    h, facts, label = curve_history(name)
     d = diagnose(h, facts)
     assert d.pattern == label, d.evidence
     assert 0.0 < d.confidence <= 1.0 and d.evidence and d.advice
+
+
+def test_the_whole_corpus_is_read_as_labelled_nine_times_in_ten() -> None:
+    paths = curve_paths()
+    assert len(paths) >= 13
+    got = []
+    for p in paths:
+        h, facts, label = curve_history(p.stem)
+        got.append((label, diagnose(h, facts).pattern))
+    assert sum(label == pattern for label, pattern in got) / len(got) >= 0.9
+    good = [pattern for label, pattern in got if label == "good"]
+    assert good and good.count("overtraining") / len(good) <= 0.05
 
 
 def test_a_live_corpus_curve_moves_from_too_early_to_its_pattern_through_the_watch() -> None:
