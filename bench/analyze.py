@@ -1,6 +1,7 @@
-"""`trainsup analyze` on a big log: the streaming replay against the way it was done before.
+"""`trainsup analyze` on a big log: the streaming replay against the code before it, same run.
 
-Usage: `.venv/bin/python bench/analyze.py [--mb 200] [--keep-log PATH]`
+Usage: `.venv/bin/python bench/analyze.py [--mb 200] [--shape pjreddie|alexeyab] [--baseline
+COMMIT] [--old] [--keep-log PATH]`
 
 The log is generated for the run in a temporary directory (never in the repository): the
 iteration lines of a real pjreddie log (`../shared/logs/01_…`, read in place) repeated and
@@ -9,15 +10,19 @@ over the repetitions, a burn-in ramp and steps at 80 % / 90 % in the printed rat
 `Saving weights to` line every 100 iterations — the shape of the 200 MB, 3.1 M-iteration log of
 issue 14. Each contender runs in a child process of its own, so that its peak RSS is its own:
 
-- `old`: the code as it was at commit `BASELINE` (its `logparse.py` and `history.py` read with
-  `git show`, its `read_events` + replay copied below): every event kept in a list, the
-  schedule inferred from the list, `History.add` by `dataclasses.replace`;
-- `new`: `supervisor.darknet.analyze.analyze_log` as it is now;
-- for the breakdown, on the same log: the parser alone (`parse`), parser + history without the
-  policy (`history`; `analyze_log` with a policy without rules, whose `decide` still runs).
+- `new`: `supervisor.darknet.analyze.analyze_log` as it is now (default policy, no `--cfg`);
+- `before`: the same call on the tree of `--baseline` (default `BEFORE`, the commit before the
+  bulk reading; its `supervisor/` extracted with `git archive` into a temporary directory and
+  imported from there): the ratio of the two is what the bulk path gained;
+- for the breakdown, on the same log: the bulk parser alone (`parse`: `LogParser.feed_runs`
+  over `LogFile`'s chunks, as the replay reads), parser + history without rules (`history`;
+  `analyze_log` with a policy without rules);
+- `old` (with `--old`): the code as it was at commit `OLD` (its `logparse.py` and `history.py`
+  read with `git show`, its `read_events` + replay copied below): every event kept in a list,
+  `History.add` by `dataclasses.replace` (slow, and over 1 GB of memory on 200 MB).
 
-All run the default policy (`policy_for(None)`) of the current tree, so the policy's own cost is
-the same in both; the difference between `history` and `new` is what the policy costs.
+All run the default policy (`policy_for(None)`) of their own tree; the bench checks that
+`before` (and `old`) give the same answer as `new`: stop, schedule, iteration lines, best.
 """
 
 from __future__ import annotations
@@ -34,14 +39,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# A child measuring `before` imports the baseline's tree (see `measure`).
+sys.path.insert(0, os.environ.get("BENCH_CODE") or str(ROOT))
 
 SHARED = Path(os.environ.get("TRAINSUP_SHARED", ROOT.parent / "shared"))
 SOURCE = SHARED / "logs" / "01_pjreddie-yolov3tiny-buddyzhu-6000.log"
 # For `--shape alexeyab`: a whole AlexeyAB run (10 007 iterations, region lines, 91 mAP
 # evaluations, CRLF and `\r` progress), repeated with its iteration numbers moved on.
 ALEXEYAB = SHARED / "logs" / "04_alexeyab-yolov3tiny-fire-dstaroff.log"
-BASELINE = "1ae74dc"  # the last commit before analyze streamed (issue 14, point 9)
+OLD = "1ae74dc"  # the last commit before analyze streamed (issue 14, point 9)
+BEFORE = "cc989e1"  # the last commit before the bulk reading (`feed_runs`, `training.quiet`)
 
 
 def generate(path: Path, mb: int) -> int:
@@ -113,25 +120,25 @@ def generate_alexeyab(path: Path, mb: int) -> int:
 
 
 def _old_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    """The parser and history of `BASELINE`, as modules of their own."""
+    """The parser and history of `OLD`, as modules of their own."""
     mods = []
     for name in ("logparse", "history"):
         rel = f"supervisor/{'darknet' if name == 'logparse' else 'training'}/{name}.py"
         src = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{BASELINE}:{rel}"],
+            ["git", "-C", str(ROOT), "show", f"{OLD}:{rel}"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
         mod = types.ModuleType(f"old_{name}")
         sys.modules[mod.__name__] = mod  # dataclasses look their module up
-        exec(compile(src, f"{BASELINE}:{rel}", "exec"), mod.__dict__)
+        exec(compile(src, f"{OLD}:{rel}", "exec"), mod.__dict__)
         mods.append(mod)
     return mods[0], mods[1]
 
 
 def run_old(path: Path) -> dict[str, Any]:
-    """`analyze_log` as it was at BASELINE (read_events + replay), verbatim but for imports."""
+    """`analyze_log` as it was at OLD (read_events + replay), verbatim but for imports."""
     from supervisor.runtime.jobpolicy import policy_for
     from supervisor.training.events import Iteration, MapResult
     from supervisor.training.policy import Stop
@@ -173,11 +180,15 @@ def run_new(path: Path, rules: bool) -> dict[str, Any]:
 
     policy = policy_for(None) if rules else Policy(rules=())
     a = analyze_log(path, policy)
+    h = a.history
     return {
         "lines": a.lines,
-        "iterations": a.history.iteration_lines,
+        "iterations": h.iteration_lines,
         "stop": None if a.stop is None else f"{a.stop.rule}@{a.stop.iteration}",
+        "reason": None if a.stop is None else a.stop.reason,
         "steps": list(a.schedule.steps),
+        "best": None if h.best is None else (h.best.iteration, h.best.map),
+        "final": (h.iteration, repr(h.last.avg_loss) if h.last else None, h.seconds),
     }
 
 
@@ -185,8 +196,9 @@ def run_parse(path: Path) -> dict[str, Any]:
     from supervisor.darknet.logparse import LogFile, LogParser
 
     parser = LogParser()
-    for _ in LogFile(path).events(parser):
-        pass
+    for text in LogFile(path).chunks():
+        parser.feed_runs(text)  # the replay's reading (bulk stretches of iteration lines)
+    parser.close()
     return {"lines": parser.summary.lines, "iterations": parser.summary.counts["Iteration"]}
 
 
@@ -195,12 +207,13 @@ def child(mode: str, path: Path) -> None:
     import supervisor.darknet.analyze
     import supervisor.runtime.jobpolicy  # noqa: F401
 
-    _old_modules()
+    if mode == "old":
+        _old_modules()
     t0 = time.perf_counter()
     c0 = time.process_time()
     if mode == "old":
         out = run_old(path)
-    elif mode == "new":
+    elif mode in ("new", "before"):
         out = run_new(path, rules=True)
     elif mode == "history":
         out = run_new(path, rules=False)
@@ -211,9 +224,16 @@ def child(mode: str, path: Path) -> None:
     print(repr(out))
 
 
-def measure(mode: str, path: Path) -> dict[str, Any]:
+def measure(mode: str, path: Path, code: Path | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("BENCH_CODE", None)
+    if code is not None:
+        env["BENCH_CODE"] = str(code)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", mode, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--child", mode, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     text = proc.stdout.read()
@@ -236,7 +256,10 @@ def main() -> None:
         help="pjreddie: iteration lines only (issue 14's log); alexeyab: log 04 repeated",
     )
     ap.add_argument("--keep-log", type=Path, default=None, help="write the log here, keep it")
-    ap.add_argument("--skip-old", action="store_true", help="do not run the baseline")
+    ap.add_argument(
+        "--baseline", default=BEFORE, help=f"commit measured as `before` (default {BEFORE})"
+    )
+    ap.add_argument("--old", action="store_true", help=f"also run the list replay of {OLD}")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "LOG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -256,10 +279,19 @@ def main() -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, load {os.getloadavg()[0]:.2f}"
         )
-        modes = ["parse", "history", "new"] + ([] if args.skip_old else ["old"])
+        before = Path(tmp) / "before"
+        before.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.baseline, "supervisor"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        # Interleaved `new` and `before`, so that a change of load hits both alike.
+        modes = ["parse", "history", "new", "before"] + (["old"] if args.old else [])
         results = {}
         for mode in modes:
-            r = measure(mode, log)
+            r = measure(mode, log, before if mode == "before" else None)
             results[mode] = r
             lines = results["parse"]["lines"]
             print(
@@ -269,17 +301,20 @@ def main() -> None:
                 f" (load {os.getloadavg()[0]:.2f})"
             )
         new = results["new"]
-        if "old" in results:
-            old = results["old"]
-            same = (old["stop"], old["steps"], old["iterations"]) == (
-                new["stop"],
-                new["steps"],
-                new["iterations"],
-            )
+        keys: tuple[str, ...] = ("stop", "reason", "steps", "iterations", "best", "final", "lines")
+        for name in ("before", "old"):
+            if name not in results:
+                continue
+            other = results[name]
+            if name == "old":
+                keys = ("stop", "steps", "iterations")  # what the old replay reports
+            same = all(other[k] == new[k] for k in keys)
             print(
-                f"ratio: new is {old['cpu'] / new['cpu']:.2f}x as fast as old in CPU time "
-                f"({old['seconds'] / new['seconds']:.2f}x wall), "
-                f"{old['rss_mb'] / new['rss_mb']:.1f}x less peak RSS; same answer: {same}"
+                f"ratio: new is {other['cpu'] / new['cpu']:.2f}x as fast as {name} "
+                f"({args.baseline if name == 'before' else OLD}) in CPU time "
+                f"({other['seconds'] / new['seconds']:.2f}x wall), peak RSS "
+                f"{new['rss_mb']:.0f} MB against {other['rss_mb']:.0f} MB; same answer "
+                f"({', '.join(keys)}): {same}"
             )
         for mode, what in (("parse", "the parser"), ("history", "the stop rules")):
             if mode == "history" and new["stop"] is not None:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from supervisor.darknet.logparse import LogParser  # noqa: E402
+from supervisor.training.events import IterationRun  # noqa: E402
 
 SHARED = Path(os.environ.get("TRAINSUP_SHARED", ROOT.parent / "shared"))
 LOGS = SHARED / "logs"
@@ -201,6 +202,18 @@ def parser_feed(lines: list[str]) -> int:
     return n + len(p.close())
 
 
+def parser_runs(lines: list[str]) -> int:
+    """`LogParser.feed_runs` over the same chunks, as `analyze` reads: stretches of plain
+    iteration lines in bulk (an `IterationRun` counts its lines as events)."""
+    text = "\n".join(lines) + "\n"
+    p = LogParser()
+    n = 0
+    for pos in range(0, len(text), 1 << 16):
+        for e in p.feed_runs(text[pos : pos + (1 << 16)]):
+            n += len(e) if isinstance(e, IterationRun) else 1
+    return n + len(p.close())
+
+
 def build_corpus(min_mb: float) -> tuple[list[list[str]], int, int]:
     """The shared logs as lists of lines, repeated to at least `min_mb` MB of text."""
     if not LOGS.is_dir():
@@ -240,6 +253,7 @@ def main() -> None:
     contenders = (
         ("LogParser", parser),
         ("LogParser.feed", parser_feed),
+        ("feed_runs", parser_runs),
         ("naive chain", naive),
     )
     results: dict[str, list[float]] = {name: [] for name, _ in contenders}
@@ -256,7 +270,7 @@ def main() -> None:
             f"{name:15s} best {min(times):6.2f} s  median {statistics.median(times):6.2f} s"
             f"  {rate[name] / 1e6:5.3f} M lines/s  ({counts[name]:,} {what})"
         )
-    for name in ("LogParser", "LogParser.feed"):
+    for name in ("LogParser", "LogParser.feed", "feed_runs"):
         ratio = rate[name] / rate["naive chain"]
         print(f"ratio: {name} is {ratio:.2f}x the naive chain (lines/s, best round)")
 

@@ -414,3 +414,33 @@ def test_deciding_only_where_a_rule_can_stop_finds_the_same_stop_on_every_shared
             assert decided(policy, s, runs) == want, (path.name, policy)
             stops += want[0] != "None"
     assert stops >= 20
+
+
+def test_window_means_are_the_means_the_extended_series_gives() -> None:
+    # `training.quiet` compares these with a rule's threshold: they must be the very floats
+    # `LossSeries.mean` gives on each snapshot, gaps and short windows included.
+    rng = random.Random(2)
+    whole = 0
+    for _ in range(400):
+        h = History()
+        i = 0
+        gaps = rng.random() < 0.2
+        for _ in range(rng.randint(0, 60)):
+            i += 2 if gaps and rng.random() < 0.1 else 1
+            h = h.add(Iteration(i, 1.0, rng.uniform(0, 9), 0.1))
+        its = range(i + 1, i + 1 + rng.randint(1, 80))
+        avgs = [rng.uniform(0, 9) for _ in its]
+        w = rng.randint(1, 50)
+        a = rng.randrange(len(its))
+        span = range(a, rng.randint(a + 1, len(its)))
+        snaps, hk = [], h
+        for k, it in enumerate(its):
+            hk = hk.add(Iteration(it, 1.0, avgs[k], 0.1))
+            if k in span:
+                snaps.append(hk.loss.mean(it - w + 1, it))
+        assert [m for _, m in h.loss.means_extended(its, avgs, w, span)] == snaps
+        got = h.loss.window_means(its, avgs, w, span)
+        if got is not None:
+            whole += 1
+            assert got == snaps
+    assert whole > 200

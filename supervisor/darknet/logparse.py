@@ -207,22 +207,32 @@ _RUN_LINE_MAX = 300
 _RUN_GROUPS = 5  # `_RUN_LINE_RE.split` gives the text before a match, then its 5 groups
 
 
+def _lone_save(text: str) -> bool:
+    """`text` (lines of `feed_runs`' split) is one `Saving weights to <path>` line that `_line`
+    reads as a `WeightsSaved` and nothing else: a run may hold it."""
+    if text.count("\n") != 1 or "\x1b" in text or "\x07" in text or "IOU: " in text:
+        return False
+    s = text.strip()
+    return s.startswith(_SAVING) and bool(s[18:].strip())
+
+
 def _plain_iteration(raw: str, line: int) -> Iteration:
     """The `Iteration` of a line `_RUN_LINE_RE` matched, exactly as `_line` reads it."""
     m = _ITER_RE.match(raw.strip())
     assert m is not None, raw
     it, t_loss, t_avg, _, t_rate, t_secs, images, t_hours = m.groups()
     hours = float(t_hours) if t_hours is not None else None
-    return Iteration(
-        int(it),
-        float(t_loss),
-        float(t_avg),
-        float(t_rate),
-        float(t_secs),
-        int(images),
-        hours if hours is None or hours >= 0 else None,
-        line,
-    )
+    ev = _NEW(Iteration)  # slot by slot, as `_emit_iteration` builds it (see `_IT_FIELDS`)
+    _IT_ITERATION(ev, int(it))
+    _IT_LOSS(ev, float(t_loss))
+    _IT_AVG(ev, float(t_avg))
+    _IT_RATE(ev, float(t_rate))
+    _IT_SECONDS(ev, float(t_secs))
+    _IT_IMAGES(ev, int(images))
+    _IT_HOURS(ev, hours if hours is None or hours >= 0 else None)
+    _IT_LINE(ev, line)
+    _IT_TIME(ev, None)
+    return ev
 
 
 _RANK: dict[Flavour, int] = {"pjreddie": 1, "alexeyab": 2, "hankai": 3}
@@ -486,23 +496,42 @@ class LogParser:
         stride = _RUN_GROUPS + 1
         between = parts[::stride]  # the other lines before each match, and after the last
         matches = len(between) - 1
-        # Runs end where other lines come between two matches.
+        # Runs end where other lines come between two matches, except a lone `Saving weights
+        # to` line (pjreddie saves every 100 iterations): the run holds it and goes on.
         breaks = [*compress(range(matches + 1), between), matches + 1]
         start = 0
+        saves: list[int] = []
         for end in breaks:
+            if start < end < matches and _lone_save(between[end]):
+                saves.append(end)
+                continue
             if start < end:
-                self._run(parts, start, min(end, matches), out)
+                self._run(parts, between, start, min(end, matches), saves, out)
+                saves = []
             if end <= matches:
-                for line in between[end].split("\n")[:-1]:
-                    self._lineno += 1
-                    got = self._line(line)
-                    if got:
-                        out.extend(got)
+                self._lines(between[end], out)
             start = end
         return out
 
-    def _run(self, parts: list[str], start: int, end: int, out: list[Event | IterationRun]) -> None:
-        """Matches `start`…`end - 1` of `feed_runs`' split: consecutive plain iteration lines."""
+    def _lines(self, text: str, out: list[Event | IterationRun]) -> None:
+        """Each line of `text` (whole lines, each ending with `\n`) read by `_line`."""
+        for line in text.split("\n")[:-1]:
+            self._lineno += 1
+            got = self._line(line)
+            if got:
+                out.extend(got)
+
+    def _run(
+        self,
+        parts: list[str],
+        between: list[str],
+        start: int,
+        end: int,
+        saves: list[int],
+        out: list[Event | IterationRun],
+    ) -> None:
+        """Matches `start`…`end - 1` of `feed_runs`' split: consecutive plain iteration lines,
+        with a lone save line before each match in `saves`."""
         stride = _RUN_GROUPS + 1
         lo, hi = start * stride, end * stride
         # Pending region lines, a cut fragment or a `Resizing` waiting for its size change what
@@ -514,6 +543,8 @@ class LogParser:
                 out.extend(got)
             start += 1
             lo += stride
+            if saves and saves[0] == start:  # it now comes before the run: read it as it is
+                self._lines(between[saves.pop(0)], out)
         if start == end:
             return
         n = end - start
@@ -529,9 +560,12 @@ class LogParser:
             iterations = its if all(a < b for a, b in pairwise(its)) else None
         lines = parts[lo + 1 : hi : stride]
         if iterations is None or max(map(len, lines)) >= _RUN_LINE_MAX:
-            for k in range(lo + 1, hi, stride):
+            pending = set(saves)
+            for m in range(start, end):
+                if m in pending:
+                    self._lines(between[m], out)
                 self._lineno += 1
-                got = self._line(parts[k])
+                got = self._line(parts[m * stride + 1])
                 if got:
                     out.extend(got)
             return
@@ -542,6 +576,13 @@ class LogParser:
                 self._hint("alexeyab")
             elif self._rank < 1:
                 self._hint("pjreddie")
+        at = [m - start for m in saves]
+        saved: list[WeightsSaved] = []
+        for j, k in enumerate(at):
+            # `_saving` as `_line` reaches it for such a line; its line comes after k entries
+            # and j saves of the run.
+            path = between[start + k][:-1].strip()[18:].strip()
+            saved.append(WeightsSaved(path, iterations[k - 1], self._lineno + k + j + 1))
         out.append(
             IterationRun(
                 iterations,
@@ -551,11 +592,15 @@ class LogParser:
                 lines,
                 self._lineno + 1,
                 _plain_iteration,
+                at,
+                saved,
             )
         )
-        self._lineno += n
+        self._lineno += n + len(at)
         counts = self._counts
         counts["Iteration"] = counts.get("Iteration", 0) + n
+        if saved:
+            counts["WeightsSaved"] = counts.get("WeightsSaved", 0) + len(saved)
         self._last_iter = iterations[-1]
         self._map_since_iter = False
         self._eval = None

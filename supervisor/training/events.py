@@ -12,6 +12,7 @@ Conventions: mAP, AP, precision, recall, F1 and IoU are fractions in [0, 1]. `li
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -212,12 +213,15 @@ class IterationRun:
     A replay of a big log spends most of its time on these lines (issue 14: 3.1 M of them in
     200 MB), so the parser's bulk reading (`LogParser.feed_runs`) gives a stretch of them as
     columns instead of one object per line, and `History.add_run` folds it in one step.
-    Invariants (the parser guarantees them, `History.add_run` relies on them): entry `k` is
-    line `first_line + k` of the log; iteration numbers strictly increase; loss and avg loss
-    are finite; each line gives exactly one `Iteration` event and no other (no NaN, no region
-    IoU, no backwards jump). Only what a replay reads on every line is converted: the avg loss
-    and the seconds; the rate stays text (`rate_runs`), and `iteration_at(k)` reads the whole
-    event from the line's text with `read` (the parser's own reading of it).
+    Invariants (the parser guarantees them, `History.add_run` relies on them): iteration
+    numbers strictly increase; loss and avg loss are finite; each line gives exactly one
+    `Iteration` event and no other (no NaN, no region IoU, no backwards jump). `saves[j]` is a
+    `Saving weights to` line read after entry `saves_at[j] - 1` and before entry `saves_at[j]`
+    (pjreddie saves every 100 iterations: a run holds them rather than ending at each); entry
+    `k` is line `first_line + k` plus the saves before it. Only what a replay reads on every
+    line is converted: the avg loss and the seconds; the rate stays text (`rate_runs`), and
+    `iteration_at(k)` reads the whole event from the line's text with `read` (the parser's own
+    reading of it).
     """
 
     iterations: Sequence[int]
@@ -227,6 +231,8 @@ class IterationRun:
     lines: Sequence[str]
     first_line: int
     read: Callable[[str, int], Iteration]
+    saves_at: Sequence[int] = ()  # ascending, each in 1 … len - 1
+    saves: Sequence[WeightsSaved] = ()
 
     def __len__(self) -> int:
         return len(self.iterations)
@@ -235,11 +241,24 @@ class IterationRun:
         """The event of entry `k` (negative counts from the end), as the parser gives it."""
         if k < 0:
             k += len(self.iterations)
-        return self.read(self.lines[k], self.first_line + k)
+        return self.read(self.lines[k], self.first_line + k + bisect_right(self.saves_at, k))
 
-    def events(self, start: int = 0, stop: int | None = None) -> Iterator[Iteration]:
-        """The `Iteration` events of entries `start` to `stop` (exclusive), in order."""
+    def saves_in(self, start: int, stop: int) -> Sequence[WeightsSaved]:
+        """The saves read with entries `start`…`stop - 1`: those before each of them."""
+        at = self.saves_at
+        if not at:
+            return ()
+        return self.saves[bisect_left(at, start) : bisect_left(at, stop)]
+
+    def events(self, start: int = 0, stop: int | None = None) -> Iterator[Iteration | WeightsSaved]:
+        """The events of entries `start` to `stop` (exclusive) in the order the lines gave
+        them: each entry's `Iteration`, after the saves read before it."""
+        at, saves = self.saves_at, self.saves
+        j = bisect_left(at, start)
         for k in range(start, len(self) if stop is None else stop):
+            while j < len(at) and at[j] == k:
+                yield saves[j]
+                j += 1
             yield self.iteration_at(k)
 
     def rate_runs(self) -> Iterator[tuple[int, int, float]]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from itertools import accumulate
-from operator import add
+from itertools import accumulate, repeat
+from operator import add, sub, truediv
 from typing import Any, overload
 
 from supervisor.training.events import (
@@ -202,12 +202,54 @@ class LossSeries:
         as Python's `max` compares; test `not x <= bound`)."""
         return max(self._a.avg_loss[k : self.n])
 
+    def above(self, k: int, bound: float) -> Iterator[bool]:
+        """For each entry `k`…: whether its avg loss is above `bound` (NaN is not)."""
+        return map(bound.__lt__, self._a.avg_loss[k : self.n])
+
+    def window_means(
+        self, iterations: Sequence[int], avg_loss: Sequence[float], window: int, span: range
+    ) -> list[float] | None:
+        """`means_extended` for the entries of `span` at once, where the windows are whole and
+        the iterations in them consecutive (the usual case); None where they are not.
+
+        There the series' own fast path places each window `window` entries back and counts
+        `window` values (no NaN ever seen): one subtraction and one division per entry, the
+        same floats, without a bisect per entry.
+        """
+        a = self._a
+        n0 = self.n
+        n = len(iterations)
+        if a.cnt is not None or window <= 0 or not span or span.stop > n:
+            return None
+        first_lo = n0 + span.start + 1 - window  # the lowest window start, a series index
+        if first_lo < 0 or iterations[span.stop - 1] - iterations[0] != span.stop - 1:
+            return None
+        its = a.iterations
+        if first_lo < n0 and (
+            its[n0 - 1] != iterations[0] - 1 or its[n0 - 1] - its[first_lo] != n0 - 1 - first_lo
+        ):
+            return None
+        sums = list(accumulate(avg_loss[: span.stop], initial=a.cum[n0]))
+        his = sums[span.start + 1 : span.stop + 1]
+        # The window starts: in the series' own sums, then in the run's.
+        cut = min(max(n0 - first_lo + 1, 0), len(span))
+        los = [
+            *a.cum[first_lo : first_lo + cut],
+            *sums[max(first_lo + cut - n0, 0) : span.stop + 1 - window],
+        ]
+        return list(map(truediv, map(sub, his, los), repeat(window, len(his))))
+
     def means_extended(
-        self, iterations: Sequence[int], avg_loss: Sequence[float], window: int, start: int
-    ) -> Iterator[float | None]:
-        """For each entry `k` ≥ `start` of (`iterations`, `avg_loss`) (ascending, after this
-        series' last iteration, finite avg losses): the `mean(it - window + 1, it)` that this
-        series extended by entries …`k` gives, in the same floats, without extending it.
+        self,
+        iterations: Sequence[int],
+        avg_loss: Sequence[float],
+        window: int,
+        entries: Iterable[int],
+    ) -> Iterator[tuple[int, float | None]]:
+        """For each of `entries` (ascending indices `k` into `iterations`/`avg_loss`: ascending,
+        after this series' last iteration, finite avg losses): `k` and the
+        `mean(it - window + 1, it)` that this series extended by entries …`k` gives, in the same
+        floats, without extending it.
 
         The same prefix sums (`accumulate` from the last one, as `_Arrays.extend` adds them),
         the same bounds and counts: `training.quiet` compares them with a rule's threshold.
@@ -218,7 +260,7 @@ class LossSeries:
         cum0 = a.cum
         sums = list(accumulate(avg_loss, initial=cum0[n0]))  # sums[k + 1]: at index n0 + k + 1
         cnt0 = a.cnt
-        for k in range(start, len(iterations)):
+        for k in entries:
             first = iterations[k] - window + 1
             if n0 and first <= old_its[n0 - 1]:
                 lo = bisect_left(old_its, first, 0, n0)
@@ -229,7 +271,7 @@ class LossSeries:
                 lo_sum = sums[j]
                 lo_cnt = n0 + j if cnt0 is None else cnt0[n0] + j
             count = (n0 + k + 1 if cnt0 is None else cnt0[n0] + k + 1) - lo_cnt
-            yield (sums[k + 1] - lo_sum) / count if count else None
+            yield k, (sums[k + 1] - lo_sum) / count if count else None
 
     def points(self) -> list[tuple[int, float]]:
         """Every (iteration, avg loss): a list as long as the series (prefer `point`)."""
@@ -469,7 +511,8 @@ class History:
 
     def add_run(self, run: IterationRun, start: int = 0, stop: int | None = None) -> History:
         """This history with entries `start`…`stop - 1` of `run` added: the same value as
-        adding their `Iteration` events one by one, in one step (no object per line).
+        adding their events (`run.events(start, stop)`: the saves read before each entry, its
+        `Iteration`) one by one, in one step (no object per line).
 
         The invariants of `IterationRun` (finite losses, ascending iterations, no other event)
         are what make the per-line rules collapse: no NaN streak, a minimum found by `min`, the
@@ -484,7 +527,7 @@ class History:
         if loss.n and loss.last_iteration is not None and loss.last_iteration >= its[0]:
             h = self  # a run that repeats iterations: the per-line rules (later value wins)
             for e in run.events(start, stop):
-                h = h._add_iteration(e)
+                h = h.add(e)
             return h
         avgs = run.avg_loss[start:stop]
         low = self.min_avg_loss
@@ -513,7 +556,10 @@ class History:
         _S_MIN_IT(h, low_it)
         _S_STREAK(h, 0)
         _S_NANS(h, self.nan_lines)
-        _S_SAVES(h, self.saves)
+        saves = self.saves
+        for save in run.saves_in(start, stop):  # (no rule reads them between two entries)
+            saves = saves.append(save)
+        _S_SAVES(h, saves)
         _S_GPU(h, self.gpu_errors)
         _S_FATAL(h, self.fatal_errors)
         _S_REPEATS(h, self.repeats)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from itertools import compress
 
 from supervisor.training.events import IterationRun
 from supervisor.training.history import Evaluation, History
@@ -167,10 +168,44 @@ def _diverged_points(rule: Diverged, h: History, run: IterationRun, gate: int) -
     before = loss.max_from(k) if k < len(loss) else -math.inf
     if before <= bound and max(run.avg_loss[bisect_left(its, first) :]) <= bound:
         return []
-    # Some loss is above it (a first descent, a spike): the window means themselves, the very
-    # floats the rule computes, say where the rule's first test can pass.
-    means = loss.means_extended(its, run.avg_loss, rule.window, gate)
-    return [k for k, m in enumerate(means, gate) if m is not None and not m <= bound]
+    # Some loss is above it (a first descent, a spike): only windows that hold such a loss can
+    # have a mean above it. A window holds at most `window` entries, so a block of entries
+    # with a high loss touches windows of that block and the next one only; for those entries,
+    # the window means themselves, the very floats the rule computes, say where the rule's
+    # first test can pass.
+    w = rule.window
+    block = max(w, 256)
+    avgs = run.avg_loss
+    n = len(avgs)
+    spans: list[range] = []
+    last = loss.last_iteration
+    if last is not None and not before <= bound:  # windows that reach back into the history
+        spans.append(range(gate, bisect_left(its, last + w)))
+    for b in range(0, n, block):
+        if max(avgs[b : b + block]) > bound:
+            spans.append(range(max(gate, b), min(n, b + 2 * block)))
+    found: list[int] = []
+    for span in _merged(spans):
+        whole = loss.window_means(its, avgs, w, span)
+        if whole is not None:  # at once, where the windows are whole and gap-free
+            found += compress(span, map(bound.__lt__, whole))
+        else:
+            means = loss.means_extended(its, avgs, w, span)
+            found += (j for j, m in means if m is not None and not m <= bound)
+    return found
+
+
+def _merged(spans: list[range]) -> list[range]:
+    """Overlapping or touching ranges joined, ascending."""
+    out: list[range] = []
+    for r in sorted(spans, key=lambda r: r.start):
+        if not r:
+            continue
+        if out and r.start <= out[-1].stop:
+            out[-1] = range(out[-1].start, max(out[-1].stop, r.stop))
+        else:
+            out.append(r)
+    return out
 
 
 def add_run_deciding(
@@ -194,7 +229,8 @@ def add_run_deciding(
     if dp.every_from is not None:
         h = h.add_run(run, done, dp.every_from)
         for k in range(max(done, dp.every_from), len(run)):
-            h = h.add(run.iteration_at(k))
+            for e in run.events(k, k + 1):  # the saves before entry k, then its `Iteration`
+                h = h.add(e)
             d = policy.decide(h, s)
             if isinstance(d, Stop):
                 return h.add_run(run, k + 1), d
