@@ -304,8 +304,13 @@ def state(h: History) -> str:
 
 
 @pytest.mark.shared_logs
-def test_a_run_folded_at_once_is_its_lines_folded_one_by_one(logs_dir: Path) -> None:
+def test_a_run_folded_at_once_is_its_lines_folded_one_by_one(
+    logs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor.darknet import logparse
     from supervisor.darknet.logparse import LogFile, LogParser
+
+    monkeypatch.setattr(logparse, "_RUN_MIN", 1)  # runs of every length
 
     rng = random.Random(3)
     for name in (
@@ -388,10 +393,13 @@ def test_deciding_only_where_a_rule_can_stop_finds_the_same_stop_on_every_curve(
 
 @pytest.mark.shared_logs
 def test_deciding_only_where_a_rule_can_stop_finds_the_same_stop_on_every_shared_log(
-    logs_dir: Path,
+    logs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from supervisor.darknet import logparse
     from supervisor.darknet.logparse import LogFile, LogParser
     from supervisor.training.schedule import infer_schedule
+
+    monkeypatch.setattr(logparse, "_RUN_MIN", 1)  # as many runs (and decision points) as can be
 
     stops = 0
     for path in sorted(logs_dir.glob("*.log")):

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import pytest
 
+from supervisor.darknet import logparse
 from supervisor.darknet.logparse import (
     LogParser,
     LogReadError,
@@ -1142,9 +1143,13 @@ def cut(text: str, rng: random.Random, most: int) -> list[str]:
 
 
 @pytest.mark.shared_logs
+@pytest.mark.parametrize("shortest", [1, logparse._RUN_MIN])
 def test_bulk_reading_gives_the_events_of_line_reading_on_every_shared_log(
-    logs_dir: Path,
+    logs_dir: Path, shortest: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Runs of every length (1: even one line is a run), and the default (short ones line by
+    # line, a chunk of short ones making the next chunks skip the bulk pass).
+    monkeypatch.setattr(logparse, "_RUN_MIN", shortest)
     rng = random.Random(14)
     paths = sorted(logs_dir.glob("*.log")) + sorted((logs_dir / "excerpts").glob("*"))
     runs = 0
@@ -1156,7 +1161,9 @@ def test_bulk_reading_gives_the_events_of_line_reading_on_every_shared_log(
             assert repr(got) == repr(want), path.name
             assert (b.summary, b.flavour) == (a.summary, a.flavour), path.name
             runs += n
-    assert runs > 1000  # the bulk path did read most of them
+    # Every stretch a run: the bulk path read most lines. By default the shared logs' region
+    # lines between iterations keep stretches short: read line by line, the same events.
+    assert runs > 1000 if shortest == 1 else runs >= 0
 
 
 def plain(i: int, rng: random.Random) -> str:
@@ -1198,7 +1205,8 @@ ODD_LINES = [
 ]
 
 
-def test_bulk_reading_agrees_on_mixed_and_odd_lines() -> None:
+def test_bulk_reading_agrees_on_mixed_and_odd_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logparse, "_RUN_MIN", 1)  # every stretch a run, however short
     rng = random.Random(9)
     for trial in range(300):
         lines: list[str] = []
@@ -1217,7 +1225,8 @@ def test_bulk_reading_agrees_on_mixed_and_odd_lines() -> None:
         assert (b.summary, b.flavour) == (a.summary, a.flavour), (trial, text)
 
 
-def test_a_run_is_the_lines_it_stands_for() -> None:
+def test_a_run_is_the_lines_it_stands_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logparse, "_RUN_MIN", 1)
     text = "".join(
         f"{i}: 2.5, 2.25 avg, 0.001000 rate, 1.5 seconds, {i * 64} images\n" for i in (1, 2, 3)
     )
@@ -1228,3 +1237,20 @@ def test_a_run_is_the_lines_it_stands_for() -> None:
     assert run.iteration_at(-1) == Iteration(3, 2.5, 2.25, 0.001, 1.5, 192, None, 4)
     assert list(run.rate_runs()) == [(0, 2, 0.001)]
     assert p.summary.counts == {"Iteration": 3} and p.flavour == "pjreddie"
+
+
+def test_an_iteration_only_log_is_read_in_runs_that_hold_its_saves() -> None:
+    # Issue 14's shape at the default run length: iteration lines and a save every 100.
+    rng = random.Random(1)
+    lines = []
+    for i in range(1, 3001):
+        lines.append(
+            f"{i}: {rng.uniform(1, 9):.6f}, {rng.uniform(1, 9):.6f} avg, 0.001000 rate,"
+            f" {rng.uniform(0, 3):.6f} seconds, {i * 64} images"
+        )
+        if i % 100 == 0:
+            lines.append("Saving weights to backup/yolov3-tiny.backup")
+    text = "\n".join(lines) + "\n"
+    want, got, a, b, runs = both_ways(cut(text, rng, 40_000))
+    assert repr(got) == repr(want) and b.summary == a.summary
+    assert 0 < runs < 20  # a run or two per chunk, not one per save (31)

@@ -205,6 +205,12 @@ _RUN_LINE_RE = re.compile(
 # such a run is read line by line (shorter lines hold only finite numbers: no NaN check needed).
 _RUN_LINE_MAX = 300
 _RUN_GROUPS = 5  # `_RUN_LINE_RE.split` gives the text before a match, then its 5 groups
+# A stretch shorter than this is read line by line: a run's fixed cost (its arrays, a history
+# and the policy's decision points) exceeds what it saves on a few lines. Where the chunk's
+# stretches are that short on average (AlexeyAB's region lines between iterations), the next
+# `_BULK_OFF_CHUNKS` chunks are read line by line without the regex pass.
+_RUN_MIN = 16
+_BULK_OFF_CHUNKS = 8
 
 
 def _lone_save(text: str) -> bool:
@@ -411,6 +417,7 @@ class LogParser:
         self._r_sum = 0.0
         self._counts: dict[str, int] = {}
         self._fragment: str | None = None  # an iteration line cut before its avg (see docstring)
+        self._bulk_off = 0  # chunks `feed_runs` reads line by line (see `_BULK_OFF_CHUNKS`)
         self._fragment_age = 0
 
     @property
@@ -491,14 +498,23 @@ class LogParser:
             self._buf = text[cut:]
         if not cut:
             return []
-        parts = _RUN_LINE_RE.split(text if cut == len(text) else text[:cut])
+        body = text if cut == len(text) else text[:cut]
         out: list[Event | IterationRun] = []
+        if self._bulk_off:
+            # Short runs in the last chunk (region lines between iterations): line by line,
+            # as `feed` reads, without the regex pass that would find no stretch to gain on.
+            self._bulk_off -= 1
+            self._lines(body, out)
+            return out
+        parts = _RUN_LINE_RE.split(body)
         stride = _RUN_GROUPS + 1
         between = parts[::stride]  # the other lines before each match, and after the last
         matches = len(between) - 1
         # Runs end where other lines come between two matches, except a lone `Saving weights
         # to` line (pjreddie saves every 100 iterations): the run holds it and goes on.
         breaks = [*compress(range(matches + 1), between), matches + 1]
+        if matches < _RUN_MIN * len(breaks):
+            self._bulk_off = _BULK_OFF_CHUNKS  # mostly other lines: try again later
         start = 0
         saves: list[int] = []
         for end in breaks:
@@ -559,7 +575,7 @@ class LogParser:
             its = list(map(int, texts))
             iterations = its if all(a < b for a, b in pairwise(its)) else None
         lines = parts[lo + 1 : hi : stride]
-        if iterations is None or max(map(len, lines)) >= _RUN_LINE_MAX:
+        if n < _RUN_MIN or iterations is None or max(map(len, lines)) >= _RUN_LINE_MAX:
             pending = set(saves)
             for m in range(start, end):
                 if m in pending:
