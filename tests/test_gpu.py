@@ -366,3 +366,16 @@ def test_the_daemon_sees_the_simulated_gpus_and_asks_the_model_before_sharing_on
     assert not Daemon._memory_fits(daemon, row, [0])
     remove_proc(sim, 4_000_001)
     assert Daemon._memory_fits(daemon, row, [0])
+
+
+def test_daemon_jobs_learn_into_the_model_its_admission_reads(tmp_path: Path) -> None:
+    """The daemon's runners write the memory model where `_memory_fits` reads it (its state
+    dir), not into the service user's home."""
+    from supervisor.service.config import parse_config
+    from supervisor.service.daemon import Daemon
+
+    config = parse_config(f"state_dir: {tmp_path / 'state'}\n", "<test>")
+    daemon: Any = types.SimpleNamespace(config=config, state_dir=tmp_path / "state")
+    row = {"binary_name": "darknet", "binary_path": "/usr/bin/darknet"}
+    rc = Daemon._runner_config(daemon, row)
+    assert rc.memory_store == MemoryStore.in_state_dir(tmp_path / "state").path

@@ -391,6 +391,8 @@ class Daemon:
             grace=k.grace,
             checkpoint_every=k.checkpoint_every,
             binary_override=path,
+            # One memory model for the daemon: what its jobs learn is what `_memory_fits` reads.
+            memory_store=MemoryStore.in_state_dir(self.state_dir).path,
         )
 
     def _spawn(self, job_id: int, runner: JobRunner, device: list[int], *, launched: bool) -> None:
