@@ -314,10 +314,11 @@ def _job_dir(workdir: Path | None, name: str, runs: Path = Path("runs")) -> Path
     return runs / f"{name}-{n}"
 
 
-def _preflight(spec: Any, mode: str) -> bool:
-    """Check the dataset before training; False when the run must not start."""
+def _preflight(spec: Any, mode: str) -> tuple[bool, Any]:
+    """Check the dataset before training: (False when the run must not start, the report —
+    which the runner's diagnosis weighs — or None when the check is off)."""
     if mode == "off":
-        return True
+        return True, None
     from supervisor.dataset.render import format_report
     from supervisor.runtime.preflight import check_job
 
@@ -331,8 +332,8 @@ def _preflight(spec: Any, mode: str) -> bool:
             "(or off) to train anyway",
             err=True,
         )
-        return False
-    return True
+        return False, report
+    return True, report
 
 
 # `trainsup run` exit statuses (README "`run` and the job dir").
@@ -346,6 +347,7 @@ def _run_job(
     *,
     attach: bool = False,
     detach_on_hangup: bool = False,
+    check: Any = None,
 ) -> int:
     import asyncio
     import signal
@@ -376,6 +378,7 @@ def _run_job(
             runner = JobRunner.for_job_dir(job_dir, config, progress)
         else:
             runner = JobRunner(spec, job_dir, config, progress)
+            runner.check = check  # the pre-flight's findings weigh in the diagnosis
     except JobSetupError as e:
         click.echo(f"cannot attach to {job_dir}: {e}", err=True)
         return EXIT_NOT_STARTED
@@ -571,7 +574,8 @@ def run(
         click.echo("error: missing JOB (a job file), or --attach JOB_DIR", err=True)
         sys.exit(EXIT_NOT_STARTED)
     spec = _load_spec(job)
-    if not _preflight(spec, preflight):
+    ok, check = _preflight(spec, preflight)
+    if not ok:
         sys.exit(EXIT_NOT_STARTED)
     sys.exit(
         _run_job(
@@ -579,6 +583,7 @@ def run(
             _job_dir(workdir, spec.name).absolute(),
             binary,
             detach_on_hangup=detach_on_hangup,
+            check=check,
         )
     )
 
@@ -604,9 +609,10 @@ def demo(root: Path, seed: int) -> None:
     )
     click.echo(f"job file: {d.job}")
     spec = _load_spec(d.job)
-    if not _preflight(spec, "block"):
+    ok, check = _preflight(spec, "block")
+    if not ok:
         sys.exit(2)
-    sys.exit(_run_job(spec, _job_dir(None, spec.name, root.absolute() / "runs"), None))
+    sys.exit(_run_job(spec, _job_dir(None, spec.name, root.absolute() / "runs"), None, check=check))
 
 
 def _iou_option(_ctx: click.Context, _param: click.Parameter, value: float) -> float:

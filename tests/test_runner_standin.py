@@ -461,3 +461,32 @@ def test_out_of_memory_with_no_step_left_fails_with_the_advice(
     ]  # fmt: skip
     assert "out of memory" in r["cause"] and "raise subdivisions" in r["cause"]
     assert r["kept"]["last"]["iteration"] == 100
+
+
+def test_the_live_diagnosis_moves_from_too_early_and_reaches_the_report(
+    make_job: Callable[..., Job],
+) -> None:
+    """The runner diagnoses after each evaluation (a `Diagnosis` record when the pattern moves,
+    never before the evidence is there) and report.json holds the final reading, with the
+    pre-flight check's split sizes weighed in."""
+    from supervisor.runtime.preflight import check_job
+
+    quality = [[100 * k, min(0.9, 0.1 * k)] for k in range(1, 13)]
+    job = make_job(script={"iteration_s": 0.002, "quality": quality}, max_batches=1200)
+    r = job.runner()
+    r.check = check_job(r.spec)
+    result = run(r)
+    moves = job.events("Diagnosis")
+    assert moves, "no Diagnosis record in events.jsonl"
+    assert moves[0]["previous"] in (None, "too_early") and moves[0]["iteration"] >= 100
+    assert all(m["pattern"] != "too_early" for m in moves[1:]), "evidence seen is not unseen"
+    final = result.report["diagnosis"]
+    assert final["pattern"] == moves[-1]["pattern"]
+    assert final["evidence"] and final["advice"]
+    # The tiny set's 16 valid objects: too few to trust a 4-point swing.
+    assert final["pattern"] == "insufficient_data"
+    facts = r._diagnosis.facts
+    assert facts is not None and facts.max_batches == 1200
+    assert r.check is not None
+    sizes = {split.name: split.images for split in r.check.summary.splits}
+    assert facts.valid_images == sizes["valid"] and facts.train_images == sizes["train"] > 0

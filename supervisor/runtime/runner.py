@@ -43,11 +43,13 @@ from supervisor.darknet.weights import (
     read_weights_header,
     weights_complete,
 )
+from supervisor.dataset.check import CheckReport
 from supervisor.report.report import build_report, write_report
 from supervisor.runtime import launch
 from supervisor.runtime.adopt import AdoptError, last_launch, restore
 from supervisor.runtime.binary import BinaryError, verify_binary
 from supervisor.runtime.bus import Bus, Record
+from supervisor.runtime.diagnosis import DiagnosisWatch, diagnosis_facts
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
 from supervisor.runtime.memory_watch import JobMemory
 from supervisor.runtime.preflight import evaluation_source
@@ -173,6 +175,8 @@ class JobRunner:
         attach: the job dir exists from an earlier run: adopt its darknet if it still runs,
             else resume it from the newest complete weights (or record that it finished).
         bus: where every record goes; subscribe listeners before `run()`.
+        check: the pre-flight `trainsup check` report of the job's dataset, when one ran: its
+            split sizes and findings weigh in the diagnosis (set before `run()`).
     """
 
     def __init__(
@@ -213,6 +217,7 @@ class JobRunner:
         self._stop_end: dict[str, Any] = {}
         self._held: list[tuple[str, dict[str, Any]]] = []
         self._prepared = False
+        self.check: CheckReport | None = None
         self._launch_line = 0  # the parser line of the current launch's marker
         self._failures: list[str] = []
         # What the current launch is doing (start, resize, -map, mid-run), whether it hung,
@@ -375,6 +380,13 @@ class JobRunner:
         adopted = self._restore() if self.attach else None
         self._events = EventsFile(self.job_dir / "events.jsonl")
         self.bus.subscribe(self._events, essential=True)
+        # The seed's pattern, re-read after each evaluation; a `Diagnosis` record when it moves.
+        self._diagnosis = DiagnosisWatch(
+            lambda: self.history,
+            diagnosis_facts(self.schedule, self.check),
+            publish=self.bus.publish,
+        )
+        self.bus.subscribe(self._diagnosis)
         for kind, fields in self._held:
             self._publish(kind, **fields)
         try:
@@ -1107,6 +1119,7 @@ class JobRunner:
             launches=self._launches,
             evaluation_errors=self._eval_errors,
             internal_errors=self._internal_errors,
+            diagnosis_facts=self._diagnosis.facts,
         )
         try:
             write_report(self.job_dir / "report.json", report)
