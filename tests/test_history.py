@@ -452,3 +452,39 @@ def test_window_means_are_the_means_the_extended_series_gives() -> None:
             whole += 1
             assert got == snaps
     assert whole > 200
+
+
+@pytest.mark.shared_logs
+def test_analyze_in_runs_equals_the_list_replay(
+    logs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `analyze` folding runs (their rates into the schedule, their lines into the history,
+    # the policy at decision points) gives the report of every event kept in a list.
+    from supervisor.darknet import logparse
+    from supervisor.darknet.analyze import analyze_log
+    from tests.test_analyze import LOGS, kept_in_a_list, report
+
+    monkeypatch.setattr(logparse, "_RUN_MIN", 1)
+    rng = random.Random(5)
+    dense = tmp_path / "dense.log"
+    with dense.open("w") as f:
+        avg = 30.0
+        for i in range(1, 6001):
+            loss = rng.uniform(0.5, 2.0) * (30 if i < 300 else 3 if i < 4000 else 40)
+            avg = 0.9 * avg + 0.1 * loss
+            rate = 0.001 * min(1.0, i / 400) ** 4 * (0.1 if i >= 3000 else 1)
+            f.write(
+                f"{i}: {loss:.6f}, {avg:.6f} avg, {rate:.6f} rate, 0.5 seconds, {i * 64} images\n"
+            )
+            if i % 100 == 0:
+                f.write("Saving weights to backup/yolo.backup\n")
+    stops = 0
+    for path in [dense, *(logs_dir / name for name in LOGS)]:
+        policy = policy_for(None)
+        got = analyze_log(path, policy)
+        want = kept_in_a_list(path, policy)
+        assert got.schedule == want.schedule, path.name
+        assert repr(got.stop) == repr(want.stop), path.name
+        assert repr(report(got)) == repr(report(want)), path.name
+        stops += got.stop is not None
+    assert stops >= 3
