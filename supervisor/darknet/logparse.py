@@ -46,6 +46,10 @@ Decisions (each one is a choice a reader of the events should know about):
   waits for its tail (the start of a later line, when the next stdout block arrives) and the
   joined line is read as one, on the tail's line; a fragment no tail completes within
   `_FRAGMENT_LINES` lines is dropped, like a line that lost its number.
+- `feed_runs` (what `analyze` reads with) gives the same events as `feed`, but a stretch of
+  at least `_RUN_MIN` plain printf iteration lines (and pjreddie's lone saves among them) comes
+  as one `IterationRun` read in bulk: one regex `split` per chunk, numbers converted by column.
+  Whatever it cannot vouch for goes through `_line`; the tests compare both on every shared log.
 - A log's encoding is found from its first bytes (`LogFile`): a BOM (UTF-8, UTF-16) or the NUL
   pattern of UTF-16 without BOM (PowerShell's `Tee-Object` and `>` write UTF-16LE), else
   UTF-8; undecodable bytes become U+FFFD and are counted, so that binary data can be told
