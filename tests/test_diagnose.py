@@ -110,11 +110,22 @@ def test_title_and_json_use_the_issue_names() -> None:
 
 
 def test_peak_then_lasting_drop_while_loss_falls_is_overtraining() -> None:
-    maps = {1000: 0.60, 1500: 0.75, 2000: 0.81, 2500: 0.77, 3000: 0.76, 3500: 0.765, 4000: 0.76}
+    maps = {1000: 0.60, 1500: 0.75, 2000: 0.81, 2500: 0.79, 3000: 0.75, 3500: 0.74, 4000: 0.745}
     d = diagnose(run(falling(4000), maps))
     assert d.pattern == "overtraining"
-    assert "mAP peaked at 81.0 % at 2 000 and is 5.0 pts lower at 4 000" in d.evidence[0]
+    assert "mAP peaked at 81.0 % at 2 000 and is 6.5 pts lower at 4 000" in d.evidence[0]
+    assert "(80.0 % with its neighbour) have a median of 74.5 %" in d.evidence[1]
     assert any("keep the best weights (iteration 2 000" in a for a in d.advice)
+
+
+def test_a_lone_high_evaluation_is_not_a_peak() -> None:
+    # 0.82 once among evaluations at 0.78: after it they are 4 points lower, but no lower than
+    # before it. (Held with a neighbour the peak is 0.80: 2 points, under the 3 asked.)
+    maps = {it: 0.78 for it in range(500, 4001, 250)} | {2000: 0.82}
+    assert diagnose(run(falling(4000), maps)).pattern == "good"
+    # It is the pairing that keeps it quiet: the paired peak's 2 points pass a 1.5-point bar.
+    single = dataclasses.replace(THRESHOLDS, overtraining_drop=0.015)
+    assert diagnose(run(falling(4000), maps), thresholds=single).pattern == "overtraining"
 
 
 def test_a_drop_within_the_evaluations_own_noise_is_not_overtraining() -> None:
@@ -220,8 +231,8 @@ def test_a_log_without_mAP_gets_what_its_loss_supports_and_says_so() -> None:
 # The reviewed curves when the rules were written, each read as labelled. Curves the background
 # generator adds later count in the aggregate below (the issue's ≥ 90 %), not one by one.
 KNOWN_CURVES = (
-    "generous-corrupted-s0", "generous-good-s0", "generous-not_learning-s0",
-    "generous-overtraining-s0",
+    "generous-corrupted-s0", "generous-good-s0", "generous-low_variance-s0",
+    "generous-not_learning-s0", "generous-overtraining-s0",
     "recipe-corrupted-s0", "recipe-corrupted-s1", "recipe-good-s0", "recipe-good-s1",
     "recipe-insufficient-s0", "recipe-insufficient-s1", "recipe-low_variance-s0",
     "recipe-low_variance-s1", "recipe-not_learning-s0", "recipe-not_learning-s1",
@@ -341,7 +352,7 @@ def test_the_labelled_real_logs_are_read_as_labelled(logs_dir: Path) -> None:
             good += 1
             good_as_ot += d.pattern == "overtraining"
     assert len(LABELS) >= 30
-    assert right / len(LABELS) >= 0.80  # the issue's target (36 of 38 at the last run)
+    assert right / len(LABELS) >= 0.80  # the issue's target (35 of 38 at the last run)
     assert good_as_ot / good <= 0.05
 
 
