@@ -33,7 +33,7 @@ import structlog
 from supervisor.atomicio import json_safe, write_json_atomic, write_text_atomic
 from supervisor.darknet.cfg import Cfg, CfgError, cfg_hash
 from supervisor.darknet.command import ArgvError, train_argv, weights_names
-from supervisor.darknet.evaluate import EvaluationError, evaluate_weights
+from supervisor.darknet.evaluate import evaluate_weights
 from supervisor.darknet.jobfiles import existing_job_files, prepare_job_files
 from supervisor.darknet.logparse import LogParser
 from supervisor.darknet.weights import (
@@ -55,6 +55,7 @@ from supervisor.runtime.memory_watch import JobMemory
 from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.progress import Progress, format_progress
 from supervisor.runtime.records import EventsFile, to_record
+from supervisor.runtime.scoring import ScoringQueue
 from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
 from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.runtime.watchdog import STALL_FLOOR_S, STALL_K, LaunchState, StallWatchdog
@@ -203,11 +204,13 @@ class JobRunner:
         self._degraded = False
         self._pending_save: _Save | None = None
         self._last_complete: _Save | None = None
-        self._evaluating: set[int] = set()
-        self._unscored: dict[int, str] = {}
-        self._eval_queue: asyncio.Queue[tuple[int, Path]] = asyncio.Queue()
-        self._eval_seconds: list[float] = []
-        self._eval_errors: list[str] = []
+        self.scoring = ScoringQueue(
+            self._score,
+            self._on_scored,
+            self._on_score_failed,
+            first_timeout=self.config.first_eval_timeout,
+            timeout_floor=self.config.eval_timeout_floor,
+        )
         self._internal_errors: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._launches: list[dict[str, Any]] = []
@@ -415,7 +418,7 @@ class JobRunner:
         else:
             self._pick_subdivisions()
             handle, proc = self._launch(self.spec.darknet.weights, "start")
-        evaluator = asyncio.create_task(self._evaluate_loop())
+        evaluator = asyncio.create_task(self.scoring.run())
         try:
             end = await self._until_end(handle, proc)
         except asyncio.CancelledError:
@@ -733,7 +736,7 @@ class JobRunner:
         """Take the state the events file left (`adopt.restore`), put the parser and the tail
         at its checkpoint, and find darknet. None: it no longer runs."""
         r = restore(self.job_dir / "events.jsonl")
-        self.history, self._launches, self._unscored = r.history, r.launches, r.unscored
+        self.history, self._launches, self.scoring.unscored = r.history, r.launches, r.unscored
         if r.stop is not None:
             self.stop_decision, self._stop_requested_at = r.stop, time.monotonic()
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
@@ -826,10 +829,10 @@ class JobRunner:
         d = self.policy.decide(self.history, self.schedule)
         if isinstance(d, Stop):
             self._decide_stop(d)
-        elif isinstance(d, Evaluate) and d.iteration not in self._evaluating:
+        elif isinstance(d, Evaluate) and d.iteration not in self.scoring.evaluating:
             save = self._last_complete
             if save is not None and save.iteration == d.iteration:
-                self._evaluating.add(d.iteration)
+                self.scoring.claim(d.iteration)
                 self._spawn(self._snapshot(save, score=True))
 
     def _decide_stop(self, d: Stop) -> None:
@@ -911,14 +914,13 @@ class JobRunner:
             dest = await self.snapshots.take(save.path, save.iteration)
         except SnapshotError as e:
             self._publish("SnapshotFailed", iteration=save.iteration, error=str(e))
-            self._evaluating.discard(save.iteration)
+            self.scoring.release(save.iteration)
             return
         if new:
             self._publish("SnapshotTaken", iteration=save.iteration, path=dest)
         self._write_snapshot_meta(save.iteration, self._evaluation_at(save.iteration))
         if score:
-            self._unscored[save.iteration] = "not scored yet"
-            self._eval_queue.put_nowait((save.iteration, dest))
+            self.scoring.put(save.iteration, dest)
 
     async def _act_on_stop(self, handle: launch.LaunchHandle) -> None:
         if self._terminated or (self.stop_decision is None and not self._kill_now):
@@ -970,50 +972,35 @@ class JobRunner:
 
     # --- evaluation ---------------------------------------------------------------------------
 
-    def _eval_timeout(self) -> float:
-        if not self._eval_seconds:
-            return self.config.first_eval_timeout
-        return max(self.config.eval_timeout_floor, 5 * max(self._eval_seconds))
+    async def _score(self, it: int, weights: Path, timeout_s: float) -> MapResult:
+        gpus = self.spec.darknet.gpus
+        res = await evaluate_weights(
+            self.binary,
+            self.files.data,
+            self.files.cfg,
+            weights,
+            iou_threshold=self.spec.evaluation.iou_threshold,
+            work_dir=self.job_dir / "results",
+            flavour=self.flavour,
+            timeout_s=timeout_s,
+            # On the job's own GPU (or its CPU), never GPU 0 by default.
+            gpu=gpus[0] if gpus else None,
+            cpu=not gpus,
+        )
+        return res.to_map_result(iteration=it, weights=str(weights), time=time.time())
 
-    async def _evaluate_loop(self) -> None:
-        while True:
-            it, weights = await self._eval_queue.get()
-            started = time.monotonic()
-            gpus = self.spec.darknet.gpus
-            try:
-                res = await evaluate_weights(
-                    self.binary,
-                    self.files.data,
-                    self.files.cfg,
-                    weights,
-                    iou_threshold=self.spec.evaluation.iou_threshold,
-                    work_dir=self.job_dir / "results",
-                    flavour=self.flavour,
-                    timeout_s=self._eval_timeout(),
-                    # On the job's own GPU (or its CPU), never GPU 0 by default.
-                    gpu=gpus[0] if gpus else None,
-                    cpu=not gpus,
-                )
-                self._eval_seconds.append(time.monotonic() - started)
-                m = res.to_map_result(iteration=it, weights=str(weights), time=time.time())
-                self._unscored.pop(it, None)
-                self._on_event(m)
-                self._write_snapshot_meta(it, self._evaluation_at(it) or None, m)
-            except (EvaluationError, OSError, CfgError, ValueError) as e:
-                self._unscored[it] = str(e)
-                self._eval_errors.append(str(e))
-                self._publish("EvaluationFailed", iteration=it, error=str(e))
-                log.warning("evaluation failed", job=self.spec.name, iteration=it, error=str(e))
-            finally:
-                self._eval_queue.task_done()
+    def _on_scored(self, it: int, m: MapResult) -> None:
+        self._on_event(m)
+        self._write_snapshot_meta(it, self._evaluation_at(it) or None, m)
+
+    def _on_score_failed(self, it: int, error: str) -> None:
+        self._publish("EvaluationFailed", iteration=it, error=error)
 
     async def _drain_evaluations(self) -> None:
         """Wait for queued snapshots and scores, bounded: the job ends with its report."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.end_eval_wait)
-        try:
-            await asyncio.wait_for(self._eval_queue.join(), self.config.end_eval_wait)
-        except TimeoutError:
+        if not await self.scoring.join(self.config.end_eval_wait):
             self._publish("EvaluationFailed", iteration=None, error="evaluations still running")
 
     def _evaluation_at(self, iteration: int) -> Evaluation | None:
@@ -1056,9 +1043,7 @@ class JobRunner:
         if end.status == "finished":
             final = self.files.backup / self.names.final
             it = self.schedule.max_batches or self.history.iteration
-            score = self.own_eval and it not in self._evaluating and not self.history.evaluated(it)
-            if score:
-                self._evaluating.add(it)
+            score = self.own_eval and not self.history.evaluated(it) and self.scoring.claim(it)
             await self._snapshot(_Save(final, it), score=score)
         if self._tasks:
             await asyncio.wait(list(self._tasks))
@@ -1072,10 +1057,8 @@ class JobRunner:
         if not its:
             return
         it = max(its)
-        if it not in self._evaluating and not self.history.evaluated(it):
-            self._evaluating.add(it)
-            self._unscored[it] = "not scored yet"
-            self._eval_queue.put_nowait((it, self.snapshots.path(it)))
+        if not self.history.evaluated(it) and self.scoring.claim(it):
+            self.scoring.put(it, self.snapshots.path(it))
 
     def _finish(self, end: End) -> JobResult:
         kept: dict[str, Any] = {}
@@ -1087,7 +1070,7 @@ class JobRunner:
                 if ev is not None:
                     snaps.append(Snapshot(it, ev.map, ev.valid))
                 else:
-                    snaps.append(Snapshot(it, unscored=it in self._unscored))
+                    snaps.append(Snapshot(it, unscored=it in self.scoring.unscored))
             r = self.spec.retain
             plan = plan_retention(snaps, best=r.best, last=r.last, top_k=r.top_k)
             try:
@@ -1096,7 +1079,7 @@ class JobRunner:
                 self._internal_errors.append(f"keeping weights failed: {e}")
             unscored = [
                 {"iteration": it, "path": str(self.snapshots.path(it)), "error": why}
-                for it, why in sorted(self._unscored.items())
+                for it, why in sorted(self.scoring.unscored.items())
                 if self.snapshots.has(it)
             ]
         for entry in self._launches:
@@ -1117,7 +1100,7 @@ class JobRunner:
             kept=kept,
             unscored=unscored,
             launches=self._launches,
-            evaluation_errors=self._eval_errors,
+            evaluation_errors=self.scoring.errors,
             internal_errors=self._internal_errors,
             diagnosis_facts=self._diagnosis.facts,
         )
