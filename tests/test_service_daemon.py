@@ -95,6 +95,10 @@ def test_a_submitted_job_runs_to_its_stop_and_every_listing_shows_it(
     shown = json.loads(d.cli("show", str(job_id), "--json").stdout)
     for k in ("id", "name", "state", "iteration", "best", "stop", "job_dir"):
         assert shown[k] == j[k], k
+    # The live diagnosis the runner published is in the daemon's view of the job.
+    diag = [e for e in records.read_records(job_dir / "events.jsonl") if e["type"] == "Diagnosis"]
+    assert diag and shown["diagnosis"]["pattern"] == diag[-1]["pattern"]
+    assert shown["diagnosis"]["evidence"] == diag[-1]["evidence"]
     listed = json.loads(d.cli("ls", "--json").stdout)
     assert [x["id"] for x in listed] == [job_id] and listed[0]["state"] == "finished"
     human = d.cli("show", str(job_id)).stdout

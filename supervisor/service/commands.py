@@ -261,16 +261,19 @@ def show(job_id: int, as_json: bool, config_path: Path | None, socket_path: Path
 
 
 def _diagnosis_of(j: dict[str, Any]) -> Diagnosis | None:
-    """The job's diagnosis: the daemon's, else the one report.json holds (the job dir is on
-    this machine when the daemon is); None before the job ended or where neither is readable."""
+    """The job's diagnosis: report.json's once the job ended (the final reading, the job dir is
+    on this machine when the daemon is), else the daemon's live one (its latest `Diagnosis`
+    record); None where neither exists yet."""
     from supervisor.training.diagnose import Diagnosis
 
-    d = j.get("diagnosis")
-    if d is None and j.get("job_dir"):
+    d: Any = None
+    if j.get("job_dir"):
         try:
             d = json.loads((Path(j["job_dir"]) / "report.json").read_text()).get("diagnosis")
         except (OSError, ValueError, AttributeError):
             d = None
+    if not isinstance(d, dict):
+        d = j.get("diagnosis")
     return Diagnosis.from_json(d) if isinstance(d, dict) else None
 
 

@@ -626,7 +626,16 @@ class Daemon:
             "relaunches": row["relaunches"],
             "kept": self.store.kept(job_id),
             "job_dir": row["job_dir"],
+            "diagnosis": self._diagnosis(job_id),
         }
+
+    def _diagnosis(self, job_id: int) -> dict[str, Any] | None:
+        """The job's latest published diagnosis (live while it runs; the runner's final one
+        is in its report.json), in report.json's shape."""
+        rec = self.store.last_event(job_id, "Diagnosis")
+        if rec is None:
+            return None
+        return {k: rec.get(k) for k in ("pattern", "confidence", "evidence", "causes", "advice")}
 
     def output_age(self, row: dict[str, Any]) -> float | None:
         """Seconds since the job's darknet.log last grew; None before it exists."""

@@ -317,6 +317,14 @@ class Store:
         args.append(limit)
         return [(int(i), json.loads(d)) for i, d in self.db.execute(sql, args)]
 
+    def last_event(self, job_id: int, kind: str) -> Record | None:
+        """The job's newest record of type `kind` (e.g. its live `Diagnosis`)."""
+        row = self.db.execute(
+            "SELECT data FROM events WHERE job_id = ? AND type = ? ORDER BY id DESC LIMIT 1",
+            (job_id, kind),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def iteration_records(self, job_id: int) -> dict[int, int]:
         """iteration → how many Iteration records the store holds (a resume repeats some; a
         re-adopted darknet none)."""
