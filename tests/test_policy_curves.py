@@ -201,6 +201,18 @@ def test_after_an_early_last_step_the_long_low_rate_run_keeps_the_base_patience(
     assert Plateau().after_last_step_patience(recipe) == 100  # one evaluation
 
 
+def test_at_100_percent_the_plateau_does_not_wait_for_the_steps() -> None:
+    # generous-insufficient-s0 (6 valid images) reaches 100 % at 2 100 and stays there from
+    # 2 600: no evaluation can show a gain, so the steps at 3 200 / 3 600 cannot either. The
+    # rule without the ceiling restarted at 3 200, doubled its patience before 3 600, and ran
+    # to 3 700; with it the base patience (15 % of 3 950 = 592) from 2 100 ends it at 2 700.
+    curve = load_curve("generous-insufficient-s0")
+    stop = first_stop(Policy(rules=(Plateau(),)), curve)
+    assert stop is not None and stop.iteration == 2700, stop
+    assert "within 0.5 points of 100 %" in stop.reason
+    assert kept_map(curve, stop) == 1.0
+
+
 @pytest.mark.parametrize("name", LEARNING)
 def test_the_defaults_lose_at_most_two_points_on_a_real_run_that_learns(name: str) -> None:
     # The bound for one curve (2 points below the best of the whole curve).

@@ -163,6 +163,8 @@ class Plateau:
       gain: nothing is left in the schedule that usually brings one. With darknet's recipe
       (last step at 90 %) that is one evaluation; a cfg whose last step comes early, with a
       long run at the low rate after it, keeps the base patience.
+    - at the ceiling (the reference within the gain that counts of 100 %) no evaluation can
+      show a gain, so the base patience applies with no step restart or doubling.
 
     The gain that counts is `min_delta` or, when larger, `noise_k` × the evaluation noise σ
     estimated from the curve: from the second differences of the latest `noise_window`
@@ -218,9 +220,14 @@ class Plateau:
             )
             assert ref is not None and latest is not None
         since = ref.iteration
+        # At the ceiling no evaluation can show a gain, so waiting for the steps is pointless.
+        ceiling = ref.map + delta > 1.0
+        passed: list[int] = []
         if settled:
             assert short is not None
-            patience, early, passed = short, False, []
+            patience, early = short, False
+        elif ceiling:
+            patience, early = self.base_patience(s), False
         else:
             passed = [st for st in s.steps if since < st <= h.iteration]
             if passed:
@@ -244,6 +251,11 @@ class Plateau:
             why += (
                 f"; the learning rate made its last drop at iteration {last_drop} and no "
                 f"evaluation since has gained (patience after the last step: {patience})"
+            )
+        elif ceiling:
+            why += (
+                f"; mAP is within {points(delta)} of 100 %, so no gain can show, whatever the "
+                "learning-rate steps still to come"
             )
         elif passed:
             why += f" (counted from the learning-rate step at {since})"
