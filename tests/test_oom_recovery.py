@@ -558,3 +558,25 @@ def test_the_next_job_with_the_same_cfg_and_gpu_starts_at_the_right_subdivisions
     cfg = Cfg.load(next(second.dir.glob("*.cfg")))
     assert (cfg.batch, cfg.subdivisions) == (8, 4)
     assert second.starts() == [0]
+
+
+def test_a_launch_silent_past_the_startup_limit_is_a_hang(make_job: Callable[..., Job]) -> None:
+    """darknet stuck before its first iteration (GPU initialisation, a data mount) is hung
+    too: killed, relaunched, and the same hang at the same place twice ends the job."""
+    job = make_job(flavour="pjreddie", script={"iteration_s": 0.002, "startup_s": 30})
+    job.device(job.need() * 2)
+    result = run(job.runner(stall_floor=0.3, stall_startup=0.8, backoff=0.05))
+    stalled = job.events("Stalled")
+    assert len(stalled) == 2 and all("since the launch" in e["reason"] for e in stalled)
+    assert [e["trigger"] for e in job.events("Relaunched")] == ["stall"]
+    assert result.status == "failed" and "the second time" in result.report["cause"]
+
+
+def test_a_slow_start_within_the_startup_limit_is_not_a_hang(
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job(flavour="pjreddie", script={"iteration_s": 0.002, "startup_s": 0.8})
+    job.device(job.need() * 2)
+    result = run(job.runner(stall_floor=0.3, stall_startup=5.0))
+    assert result.status == "finished", result.report["cause"]
+    assert not job.events("Stalled")

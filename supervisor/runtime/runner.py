@@ -58,7 +58,13 @@ from supervisor.runtime.records import EventsFile, to_record
 from supervisor.runtime.scoring import ScoringQueue
 from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
 from supervisor.runtime.tail import LogTail, read_lines_until
-from supervisor.runtime.watchdog import STALL_FLOOR_S, STALL_K, LaunchState, StallWatchdog
+from supervisor.runtime.watchdog import (
+    STALL_FLOOR_S,
+    STALL_K,
+    STALL_STARTUP_S,
+    LaunchState,
+    StallWatchdog,
+)
 from supervisor.spec import JobSpec, load_spec, redacted_yaml
 from supervisor.training.backoff import CAP_S, FIRST_S, RESET_S, Backoff
 from supervisor.training.ending import (
@@ -130,6 +136,7 @@ class RunnerConfig:
         stall_k, stall_floor: darknet is hung when no iteration line came for
             max(stall_k × the median seconds per iteration, stall_floor seconds)
             (`runtime/watchdog.py`); then it is killed and relaunched.
+        stall_startup: the same before a launch's first iteration line, in seconds.
         backoff, backoff_cap, backoff_reset: seconds before a relaunch after a failure,
             doubling per quick failure in a row up to the cap; a launch that ran
             `backoff_reset` seconds starts the count over (`training/backoff.py`).
@@ -150,6 +157,7 @@ class RunnerConfig:
     max_relaunches: int | None = None
     stall_k: float = STALL_K
     stall_floor: float = STALL_FLOOR_S
+    stall_startup: float = STALL_STARTUP_S
     backoff: float = FIRST_S
     backoff_cap: float = CAP_S
     backoff_reset: float = RESET_S
@@ -226,7 +234,9 @@ class JobRunner:
         # What the current launch is doing (start, resize, -map, mid-run), whether it hung,
         # and the relaunch backoff: small modules of their own, fed from here.
         self.launch_state = LaunchState()
-        self.watchdog = StallWatchdog(self.config.stall_k, self.config.stall_floor)
+        self.watchdog = StallWatchdog(
+            self.config.stall_k, self.config.stall_floor, self.config.stall_startup
+        )
         self._backoff = Backoff(
             self.config.backoff, self.config.backoff_cap, self.config.backoff_reset
         )

@@ -9,8 +9,9 @@ out of the runner's loop (DESIGN "Decisions" 9):
   mid-run; the memory ladder picks its first step by it (`training/memory.py`).
 - `StallWatchdog`: darknet sometimes stops printing without exiting (a known CUDA failure: a
   kernel that never returns, a driver reset). No new iteration line for max(k × the median
-  seconds per iteration, floor) means hung. It is not armed before the launch's first
-  iteration (darknet builds the network and loads weights for a while) and waits while an mAP
+  seconds per iteration, floor) means hung. Before the launch's first iteration darknet builds
+  the network and loads weights (and pjreddie's block-buffered stdout holds its first ~50
+  iterations): only a much longer silence, `startup`, means hung there. It waits while an mAP
   evaluation runs (`-map` takes as long as the valid set needs); the clock restarts after.
 
 No I/O and no clock of their own: times come in as arguments (monotonic seconds).
@@ -30,6 +31,9 @@ from supervisor.training.memory import GpuUse, OomContext, Phase, fmt_int
 # 5 min floor covers what the median cannot see (the first iterations after a resize).
 STALL_K = 20.0
 STALL_FLOOR_S = 300.0
+# Before the first iteration line: a big network on a slow GPU (10 s per iteration) shows its
+# first pjreddie burst after ~50 iterations; half an hour is far beyond any healthy start.
+STALL_STARTUP_S = 1800.0
 
 
 class LaunchState:
@@ -78,20 +82,24 @@ class StallWatchdog:
     Attributes:
         k: the limit in multiples of the median seconds per iteration.
         floor: the limit is never below this many seconds.
+        startup: the limit before the launch's first iteration line, in seconds.
     """
 
     k: float = STALL_K
     floor: float = STALL_FLOOR_S
+    startup: float = STALL_STARTUP_S
 
     def __post_init__(self) -> None:
         # Seconds per iteration between reads (lines arrive in bursts: a burst's iterations
         # share one read time, so per-read differences are what measures darknet's pace).
         self._per_iteration: deque[float] = deque(maxlen=200)
         self._last: tuple[float, int] | None = None
+        self._started: float | None = None  # the first check of this launch, before iterations
 
     def launched(self) -> None:
-        """A new launch: not armed until it prints its first iteration."""
+        """A new launch: only the startup limit until it prints its first iteration."""
         self._last = None
+        self._started = None
 
     def on_iteration(self, now: float, iteration: int) -> None:
         if self._last is not None:
@@ -112,7 +120,7 @@ class StallWatchdog:
         """Words for the hang, or None. `busy`: darknet is evaluating (or the runner waits for
         another reason): the silence does not count, the clock restarts when it ends."""
         if self._last is None:
-            return None
+            return self._check_startup(now, busy=busy)
         t, i = self._last
         if busy:
             self._last = (now, i)
@@ -126,6 +134,18 @@ class StallWatchdog:
         return (
             f"no iteration line for {_s(silent)} after iteration {fmt_int(i)} (limit "
             f"{_s(limit)}: the larger of {pace} and {self.floor:g} s)"
+        )
+
+    def _check_startup(self, now: float, *, busy: bool) -> str | None:
+        if self._started is None or busy:
+            self._started = now
+            return None
+        silent = now - self._started
+        if silent <= self.startup:
+            return None
+        return (
+            f"no iteration line in the {_s(silent)} since the launch (the startup limit is "
+            f"{self.startup:g} s: darknet may be stuck initialising the GPU or loading data)"
         )
 
 
