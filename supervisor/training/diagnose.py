@@ -38,7 +38,7 @@ import itertools
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 from supervisor.training.events import GpuErrorKind
 from supervisor.training.history import Evaluation, History
@@ -79,15 +79,7 @@ Pattern = Literal[
     "insufficient_data",
     "too_early",
 ]
-PATTERNS: tuple[Pattern, ...] = (
-    "good",
-    "overtraining",
-    "not_learning",
-    "corrupted",
-    "low_variance",
-    "insufficient_data",
-    "too_early",
-)
+PATTERNS: tuple[Pattern, ...] = get_args(Pattern)
 # The seed's names, as people read them.
 PATTERN_TITLES: dict[Pattern, str] = {
     "good": "good training",
