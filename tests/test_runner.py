@@ -130,9 +130,10 @@ def test_plateau_rule_saw_no_real_gain_for_its_patience(plateau_run: JobResult) 
         for e in evals
         if ref < e["iteration"] <= stop["iteration"]
     )
-    # ...for at least the patience, counted from the reference or the last rate step after it.
-    start = max([ref, *[s for s in (300, 400) if ref < s <= stop["iteration"]]])
-    assert stop["iteration"] - start >= n["patience"]
+    # ...for at least the patience, counted from where the rule says it counted (the
+    # reference, a rate step after it, or the last real gain after the last step).
+    assert n["counted_from"] <= stop["iteration"]
+    assert stop["iteration"] - n["counted_from"] >= n["patience"]
 
 
 def test_a_stopped_run_keeps_the_last_completed_save(plateau_run: JobResult) -> None:

@@ -562,3 +562,28 @@ def test_redacted_yaml_reads_back_to_the_same_spec(tmp_path: Path) -> None:
     assert str(tmp_path / "data" / "obj.data") in text
     again = parse_spec(text, "job.yaml", Path("/elsewhere"))
     assert again.model_dump() == spec.model_dump()
+
+
+def test_plateau_patience_is_a_share_of_the_run_unless_written_alone() -> None:
+    from supervisor.runtime.jobpolicy import rules_for
+    from supervisor.training.policy import Plateau
+
+    base = "name: a\ndarknet: {data: a.data, cfg: a.cfg}\n"
+
+    def plateau(extra: str) -> Plateau:
+        spec = parse_spec(base + extra, "job.yaml", Path("/j"))
+        return next(r for r in rules_for(spec.stop) if isinstance(r, Plateau))
+
+    default = plateau("")
+    assert default.patience_share == Plateau().patience_share is not None
+    assert default.after_last_step_share == Plateau().after_last_step_share
+    # `patience: 5000` alone keeps its meaning: 5 000 iterations, whatever the run's length.
+    alone = plateau("stop: {plateau: {patience: 5000}}\n")
+    assert alone.patience == 5000 and alone.patience_share is None
+    both = plateau(
+        "stop: {plateau: {patience: 5000, patience_share: 0.2, after_last_step_share: null}}\n"
+    )
+    assert (both.patience_share, both.after_last_step_share) == (0.2, None)
+    with pytest.raises(SpecError) as info:
+        parse_spec(base + "stop: {plateau: {patience_share: 15}}\n", "job.yaml", Path("/j"))
+    assert "patience_share" in str(info.value)

@@ -36,7 +36,15 @@ def rules_for(stop: StopSpec) -> tuple[Rule, ...]:
         o = stop.overfit
         rules.append(Overfit(drop=o.drop, confirm=o.confirm, span=o.span))
     if stop.plateau.enabled:
-        rules.append(Plateau(patience=stop.plateau.patience, min_delta=stop.plateau.min_delta))
+        p = stop.plateau
+        rules.append(
+            Plateau(
+                patience=p.patience,
+                min_delta=p.min_delta,
+                patience_share=p.patience_share,
+                after_last_step_share=p.after_last_step_share,
+            )
+        )
     if stop.not_learning.enabled:
         nl = stop.not_learning
         rules.append(

@@ -62,6 +62,8 @@ MIN_ITERATIONS = 0  # no rule may stop before this iteration; 0 = rules apply fr
 _PLATEAU, _OVERFIT, _NOT_LEARNING, _DIVERGED = Plateau(), Overfit(), NotLearning(), Diverged()
 PLATEAU_PATIENCE = _PLATEAU.patience  # iterations without an mAP gain of at least min_delta
 PLATEAU_MIN_DELTA = _PLATEAU.min_delta  # smaller gains count as no gain
+PLATEAU_PATIENCE_SHARE = _PLATEAU.patience_share  # ... or this share of the run, if less
+PLATEAU_AFTER_LAST_STEP_SHARE = _PLATEAU.after_last_step_share  # after the last rate step
 OVERFIT_DROP = _OVERFIT.drop  # mAP this far below the best counts as a drop
 OVERFIT_CONFIRM = _OVERFIT.confirm  # evaluations in a row below best - drop
 OVERFIT_SPAN = _OVERFIT.span  # ... spanning at least this many iterations
@@ -321,11 +323,32 @@ class PlateauRule(Rule):
 
     patience: Annotated[StrictInt, Field(gt=0)] = Field(
         default=PLATEAU_PATIENCE,
-        description="iterations without a gain of min_delta before stopping",
+        description="iterations without a gain of min_delta before stopping; with "
+        "patience_share, the most the share may give",
     )
     min_delta: MapFraction = Field(
         default=PLATEAU_MIN_DELTA, description="smallest mAP gain that counts, as a fraction"
     )
+    patience_share: Annotated[StrictFloat, Field(gt=0, le=1)] | None = Field(
+        default=PLATEAU_PATIENCE_SHARE,
+        description="the patience as this share of (max_batches − burn_in), at least 300 and "
+        "at most `patience`; null = `patience` iterations on any run (also when `patience` "
+        "is set and this is not)",
+    )
+    after_last_step_share: Annotated[StrictFloat, Field(gt=0, le=1)] | None = Field(
+        default=PLATEAU_AFTER_LAST_STEP_SHARE,
+        description="once an evaluation came after the cfg's last rate step: the patience is "
+        "this share of the iterations left after that step (at least 100); null = off",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _patience_alone(cls, data: Any) -> Any:
+        # A job file that names `patience` alone (written before `patience_share` existed)
+        # meant that many iterations on any run length; settled here so job.yaml round-trips.
+        if isinstance(data, dict) and "patience" in data and "patience_share" not in data:
+            return {**data, "patience_share": None}
+        return data
 
 
 class OverfitRule(Rule):
