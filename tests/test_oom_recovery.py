@@ -8,6 +8,8 @@ device between two needs, so that exactly the expected ladder steps are taken.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -580,3 +582,104 @@ def test_a_slow_start_within_the_startup_limit_is_not_a_hang(
     result = run(job.runner(stall_floor=0.3, stall_startup=5.0))
     assert result.status == "finished", result.report["cause"]
     assert not job.events("Stalled")
+
+
+# --- memory.tune: a GPU with room lowers subdivisions mid-run ---------------------------------
+
+BIG_MIB = 24 * 1024.0  # far more than any mini-batch of the demo cfg needs
+
+
+def test_tune_on_a_big_gpu_lowers_subdivisions_mid_run_and_finishes(
+    make_job: Callable[..., Job],
+) -> None:
+    # batch 8, subdivisions 4 (mini-batch 2): room for mini-batch 4, then 8 — two tunes at most.
+    job = make_job(
+        script={"iteration_s": 0.005},
+        cfg={"subdivisions": 4},
+        max_batches=600,
+        memory={"tune": True},
+    )
+    job.device(BIG_MIB)
+    runner = job.runner()
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    relaunched = job.events("Relaunched")
+    assert [e["trigger"] for e in relaunched] == ["tune", "tune"]
+    assert [e["change"] for e in relaunched] == [{"subdivisions": 2}, {"subdivisions": 1}]
+    first = relaunched[0]["reason"]
+    assert first.startswith("GPU 0 has room: ") and "used at mini-batch 2" in first
+    assert "the model predicts " in first and "at mini-batch 4" in first
+    assert "relaunched with subdivisions=2 (batch still 8) for speed" in first
+    assert relaunched[0]["backoff_s"] == 0.0  # nobody's failure
+    # Each relaunch resumed from a complete save (no -clear): the count goes on.
+    starts = job.starts()
+    assert len(starts) == 3 and starts[0] == 0
+    assert all(s % 100 == 0 and s > p for p, s in itertools.pairwise(starts))
+    assert [e["iteration"] for e in relaunched] == starts[1:]
+    assert not any("-clear" in argv for argv in job.launch_argvs())
+    every_iteration_once(runner, 600)
+    cfg = Cfg.load(next(job.dir.glob("*.cfg")))
+    assert (cfg.batch, cfg.subdivisions) == (8, 1)
+
+
+def test_tune_off_never_relaunches_for_room(make_job: Callable[..., Job]) -> None:
+    job = make_job(script={"iteration_s": 0.005}, cfg={"subdivisions": 4}, max_batches=300)
+    job.device(BIG_MIB)
+    result = run(job.runner())
+    assert result.status == "finished", result.report["cause"]
+    assert not job.events("Relaunched") and not job.events("TuneDecided")
+    assert Cfg.load(next(job.dir.glob("*.cfg"))).subdivisions == 4
+
+
+def test_an_out_of_memory_after_a_tune_climbs_back_and_tune_never_retries(
+    make_job: Callable[..., Job],
+) -> None:
+    # Mini-batch 8 runs out of memory at iteration 250 (past the model's prediction, as a
+    # fragmenting allocator can): the ladder goes back to subdivisions=2, and tune leaves it.
+    job = make_job(
+        script={"iteration_s": 0.005, "oom_at": 250, "oom_mini_batch_over": 4},
+        cfg={"subdivisions": 2},
+        max_batches=600,
+        memory={"tune": True},
+    )
+    job.device(BIG_MIB)
+    runner = job.runner()
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    relaunched = job.events("Relaunched")
+    assert [e["trigger"] for e in relaunched] == ["tune", "memory"]
+    assert [e["change"] for e in relaunched] == [{"subdivisions": 1}, {"subdivisions": 2}]
+    assert relaunched[1]["reason"].startswith("out of memory at iteration 250")
+    assert len(job.events("TuneDecided")) == 1  # never again, with room to spare
+    every_iteration_once(runner, 600)
+    assert Cfg.load(next(job.dir.glob("*.cfg"))).subdivisions == 2
+
+
+def test_the_tune_decision_and_its_guards() -> None:
+    from supervisor.training.memory_model import KeyFacts, MemoryModel
+    from supervisor.training.tune import GpuRoom, TuneFacts, decide_tune, tune_target
+
+    assert [tune_target(64, s) for s in (16, 2, 1)] == [8, 1, None]
+    assert tune_target(6, 3) == 1  # 6 ÷ 2 = 3 images: halving keeps the 6 per iteration
+    key = KeyFacts("Simulated 24 GB", "fp", 416, 416, False)
+    room = GpuRoom(0, 24576.0, 5222.4, 4922.4)  # 300 MiB of another process
+    f = TuneFacts(64, 16, False, "mid_run", 50, 30.0, 10.0, 4922.4, [room])
+    step = decide_tune(MemoryModel(), key, f)
+    assert step is not None and step.subdivisions == 8
+    assert step.reason.startswith("GPU 0 has room: 5.1 of 24 GB used at mini-batch 4; the model")
+    assert step.reason.endswith("relaunched with subdivisions=8 (batch still 64) for speed")
+    assert step.numbers["predicted_mib"] > 2 * 4922.4 * 0.99  # scaled up from the measured peak
+    same = dataclasses.replace
+    for no in (
+        same(f, phase="resize"),
+        same(f, phase="map"),
+        same(f, random=True),
+        same(f, iterations=1),
+        same(f, ran_s=5.0),  # under two sampling intervals
+        same(f, tried=frozenset({8})),  # tuned to (or out of memory at) 8 before
+        same(f, tunes=2),
+        same(f, relaunches=6),
+        same(f, gpus=[GpuRoom(0, 10240.0, 5222.4, 4922.4)]),  # ~10 GB > 90 % of 10 GB
+        same(f, subdivisions=1, batch=64),
+    ):
+        assert decide_tune(MemoryModel(), key, no) is None, no

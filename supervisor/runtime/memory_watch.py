@@ -10,6 +10,9 @@ what each launch taught the model. Kept out of the runner's loop (DESIGN "Decisi
 - After each launch it is told what happened: the launch's peak, when it ran without running
   out of memory; or an out-of-memory with the free memory at the launch's start (a lower
   bound of the need). Saved at once, so a crash of the supervisor keeps what was learnt.
+- With `memory.tune`, while a launch trains (`tune_step`): its sampled peak and the GPU's
+  room, for the pure decision whether a lower subdivisions fits (`training/tune.py`); which
+  values were tuned to or ran out of memory, so none is tried twice.
 
 Nothing here may stop a training: a GPU that cannot be read, a model file that cannot be
 written, is a warning in the log and the job goes on as without a model.
@@ -17,6 +20,7 @@ written, is a warning in the log and the job goes on as without a model.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +32,9 @@ from supervisor.runtime.bus import Record
 from supervisor.runtime.gpu import GpuBackend, NoGpu, gpu_backend
 from supervisor.runtime.gpu_sampler import GpuSampler
 from supervisor.runtime.memory_store import MemoryStore, launch_facts, pick_for
-from supervisor.training.memory import GpuUse, OomContext
+from supervisor.training.memory import GpuUse, OomContext, Phase
 from supervisor.training.memory_model import KeyFacts, Pick, oom, peak
+from supervisor.training.tune import GpuRoom, TuneFacts, TuneStep, decide_tune, ready
 
 log = structlog.get_logger("trainsup.memory")
 
@@ -39,6 +44,7 @@ class _Launched:
     number: int
     facts: KeyFacts
     mini_batch: int
+    subdivisions: int
     free_mib: float | None
     total_mib: float | None
 
@@ -76,6 +82,11 @@ class JobMemory:
         )
         self.peaks: dict[int, float] = {}  # launch number → its peak MiB on one GPU
         self._current: _Launched | None = None
+        self.every_s = every_s
+        # memory.tune: values tuned to or that ran out of memory (never tuned to again).
+        self.tried: set[int] = set()
+        self.tunes = 0
+        self._tune_checked = 0.0
 
     @classmethod
     def for_job(
@@ -163,7 +174,7 @@ class JobMemory:
         tightest = min(devices, key=lambda d: d.free_mib if d.free_mib is not None else 1e18)
         facts = launch_facts(cfg, tightest.name, map_on=map_on, flavour=self.flavour)
         self._current = _Launched(
-            number, facts, cfg.mini_batch, tightest.free_mib, tightest.total_mib
+            number, facts, cfg.mini_batch, cfg.subdivisions, tightest.free_mib, tightest.total_mib
         )
 
     def ended(self, number: int, out_of_memory: OomContext | None, *, ran: bool) -> None:
@@ -185,6 +196,7 @@ class JobMemory:
             )
         key = facts.key(cur.mini_batch)
         if out_of_memory is not None:
+            self.tried.add(cur.subdivisions)  # the ladder climbs back; tune never returns here
             if cur.free_mib is None:
                 return
             entry = oom(key, cur.free_mib, total_mib=cur.total_mib)
@@ -197,3 +209,64 @@ class JobMemory:
             self.store.observe(entry)
         except OSError as e:
             log.warning("memory model not saved", path=str(self.store.path), error=str(e))
+
+    # -- memory.tune ---------------------------------------------------------------------------
+    def tune_step(
+        self,
+        cfg: Cfg,
+        number: int,
+        *,
+        phase: Phase,
+        iterations: int,
+        ran_s: float,
+        random: bool,
+        relaunches: int,
+        max_relaunches: int,
+    ) -> TuneStep | None:
+        """Whether launch `number` should be relaunched with a lower subdivisions for speed
+        (`training/tune.py` decides); asked by the runner while it watches, answered at most
+        once per sampling interval. A decided step counts: its value is never tried again."""
+        cur = self._current
+        if not self.tune or cur is None or cur.number != number:
+            return None
+        now = time.monotonic()
+        if now - self._tune_checked < self.every_s:
+            return None
+        self._tune_checked = now
+        rooms = []
+        for g in self.gpus:
+            rec = self.sampler.latest(g)
+            if rec is None or rec.get("launch") != number:
+                return None  # not sampled in this launch yet
+            total, used, mine = rec.get("total_mib"), rec.get("used_mib"), rec.get("process_mib")
+            if total is None or used is None or mine is None:
+                return None  # NVML cannot see darknet's own use: no basis to tune on
+            rooms.append(GpuRoom(g, float(total), float(used), float(mine)))
+        facts = TuneFacts(
+            cfg.batch,
+            cfg.subdivisions,
+            random,
+            phase,
+            iterations,
+            ran_s,
+            self.every_s,
+            self.peaks.get(number),
+            rooms,
+            self.headroom,
+            frozenset(self.tried),
+            self.tunes,
+            relaunches,
+            max_relaunches,
+        )
+        if not ready(facts):
+            return None
+        try:
+            model = self.store.load()
+        except Exception as e:  # a model is advice: never a reason to stop training
+            log.warning("memory model not consulted for tune", error=str(e))
+            return None
+        step = decide_tune(model, cur.facts, facts)
+        if step is not None:
+            self.tried.add(step.subdivisions)
+            self.tunes += 1
+        return step

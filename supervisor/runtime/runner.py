@@ -91,6 +91,7 @@ from supervisor.training.memory import GpuUse, MemorySetting, OomContext, fmt_in
 from supervisor.training.policy import Evaluate, Policy, Stop
 from supervisor.training.retention import Snapshot, plan_retention
 from supervisor.training.schedule import Schedule
+from supervisor.training.tune import TuneStep
 
 log = structlog.get_logger("trainsup.runner")
 
@@ -246,6 +247,9 @@ class JobRunner:
         self._stalled: str | None = None
         self._oom: OomContext | None = None
         self.memory: JobMemory | None = None  # GPU sampling and the memory model (GPU jobs)
+        # memory.tune: a decided step waits for darknet's next complete save (`_check_tune`).
+        self._tune: tuple[TuneStep, int, float] | None = None  # step, at iteration, when
+        self._tuning = False  # darknet was terminated for it: the launch ends in a tune
 
     @classmethod
     def for_job_dir(
@@ -556,6 +560,7 @@ class JobRunner:
             if self._detach and not self._terminated:
                 return
             await self._check_stall(handle)
+            await self._check_tune(handle)
             await asyncio.sleep(self.config.poll)
 
     async def _check_stall(self, handle: launch.LaunchHandle) -> None:
@@ -572,6 +577,48 @@ class JobRunner:
         log.warning("darknet hung", job=self.spec.name, pid=handle.pid, why=why)
         self._publish("Stalled", iteration=self.history.iteration, reason=why, pid=handle.pid)
         await launch.terminate(handle, self.config.grace)
+
+    async def _check_tune(self, handle: launch.LaunchHandle) -> None:
+        """memory.tune: when `JobMemory.tune_step` finds room for a lower subdivisions, wait for
+        darknet's next complete save (as a stop does: nothing is lost), then end the launch;
+        `classify_end` relaunches it from that save. A stop or a hang comes first; a save that
+        does not come within the stop's save wait drops the step (training goes on as it is)."""
+        if self.memory is None or self._terminated or self._tuning or self._stalled:
+            return
+        if self.stop_decision is not None or self._kill_now:
+            return
+        if self._tune is None:
+            step = self.memory.tune_step(
+                self.cfg,
+                len(self._launches),
+                phase="map" if self.parser.evaluating else self.launch_state.phase,
+                iterations=self.launch_state.iterations,
+                ran_s=time.monotonic() - self._launched_at,
+                random=any(d.random for d in self.cfg.detection_layers()),
+                relaunches=max(0, len(self._launches) - 1),
+                max_relaunches=self._max_relaunches(),
+            )
+            if step is not None:
+                self._tune = (step, self.history.iteration, time.monotonic())
+                self._publish(
+                    "TuneDecided", iteration=self.history.iteration, **dataclasses.asdict(step)
+                )
+            return
+        step, at, since = self._tune
+        save = self._last_complete
+        saving = self._pending_save is not None or (
+            save is not None and self.history.iteration <= save.iteration
+        )
+        if save is not None and save.iteration > at and not saving:
+            self._tuning = True
+            await launch.terminate(handle, self.config.grace)
+        elif time.monotonic() - since > self._save_wait(None):
+            self._tune = None  # no save came: keep training as it is (the value stays tried)
+
+    def _max_relaunches(self) -> int:
+        if self.config.max_relaunches is not None:
+            return self.config.max_relaunches
+        return self.spec.memory.max_relaunches
 
     async def _drain_log(self, handle: launch.LaunchHandle, proc: Any) -> None:
         if proc is not None:
@@ -621,6 +668,7 @@ class JobRunner:
         self._launched_at = time.monotonic()
         self._stalled = None
         self._oom = None
+        self._tune, self._tuning = None, False
         # Before its marker line is read: the old launch's last iteration must not count.
         self.launch_state.launched()
         self.watchdog.launched()
@@ -658,11 +706,12 @@ class JobRunner:
         resumed = newest.iteration if newest else 0
         delay = 0.0
         reason = decision.reason
-        if decision.kind != "resume":
-            # A resume after the supervisor was down is nobody's failure: no backoff.
+        if decision.kind in ("memory", "stall"):
+            # A resume after the supervisor was down, a tune: nobody's failure, no backoff.
             ran = time.monotonic() - self._launched_at
             self._failures_in_a_row = self._backoff.failures_in_a_row(self._failures_in_a_row, ran)
             delay = self._backoff.delay(self._failures_in_a_row)
+        if decision.kind != "resume":
             reason += (
                 f", resuming from iteration {fmt_int(resumed)}"
                 if newest
@@ -732,12 +781,11 @@ class JobRunner:
                 allow_resize=self.spec.memory.allow_resize,
             ),
             relaunches=max(0, len(self._launches) - 1),
-            max_relaunches=self.config.max_relaunches
-            if self.config.max_relaunches is not None
-            else self.spec.memory.max_relaunches,
+            max_relaunches=self._max_relaunches(),
             earlier_failures=tuple(self._failures),
             oom=self._oom,
             stalled=self._stalled,
+            tuned=self._tune[0] if self._tuning and self._tune else None,
         )
 
     # --- attach -------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from supervisor.training.memory import (
     memory_error,
     next_memory_step,
 )
+from supervisor.training.tune import TuneStep
 
 Status = Literal["finished", "stopped", "failed", "killed", "cancelled", "detached"]
-RelaunchKind = Literal["resume", "memory", "stall"]
+RelaunchKind = Literal["resume", "memory", "stall", "tune"]
 
 HANG_ADVICE = (
     "a darknet that stops printing without exiting is most often a CUDA driver or GPU fault: "
@@ -63,6 +64,8 @@ class EndFacts:
             error: start, resize, -map, mid-run); None = mid-run at the last iteration.
         stalled: the watchdog killed this launch as hung, in words ("no iteration line for
             312 s after iteration 150 …"); None = it did not.
+        tuned: the supervisor ended this launch after a complete save for `memory.tune`
+            (`training/tune.py`): relaunch with its lower subdivisions.
     """
 
     exit: Mapping[str, Any] | None
@@ -80,6 +83,7 @@ class EndFacts:
     earlier_failures: tuple[str, ...] = ()
     oom: OomContext | None = None
     stalled: str | None = None
+    tuned: TuneStep | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,8 @@ class Relaunch:
         cfg_changes: `[net]`/layer options to patch before the relaunch (none for a resume).
         numbers: the figures behind the reason.
         failure: what ended the launch, where, with what settings (the crash-loop guard).
-        kind: why: a resume (nobody's failure: no backoff), a memory step, a stall.
+        kind: why: a resume (nobody's failure: no backoff), a memory step, a stall, a tune
+            (more memory than needed: no backoff either).
         drop_map: relaunch without `-map`; the supervisor evaluates from now on.
     """
 
@@ -126,6 +131,12 @@ def classify_end(h: History, facts: EndFacts) -> End | Relaunch:
         rc = facts.exit.get("returncode") if facts.exit else 0
         crashed = "" if rc == 0 else f" (then ended with {_how(facts.exit)}, after saving)"
         return End("finished", f"darknet reached max_batches ({facts.max_batches}){crashed}")
+    if facts.tuned is not None:
+        # The supervisor ended it after a complete save, for speed: nothing failed.
+        t = facts.tuned
+        return Relaunch(
+            t.reason, cfg_changes={"subdivisions": t.subdivisions}, numbers=t.numbers, kind="tune"
+        )
     problems = [f"line {e.line}: {e.message}" for e in errors(h)]
     if facts.exit is not None and facts.exit.get("error"):
         return End("failed", f"darknet could not start: {facts.exit['error']}")
