@@ -5,6 +5,22 @@ be replayed from any snapshot. The per-iteration series would make copying O(n) 
 lives in an append-only `LossSeries` that snapshots share: a snapshot sees only its first `n`
 entries, and a writer that is not at the tip (an older snapshot, or a resume that repeats
 iterations) copies the prefix before it writes. Nothing here does I/O or reads a clock.
+
+Memory is bounded whatever the log's length: past `MAX_POINTS` stored entries, the oldest half
+of the series is merged pairwise into buckets (an iteration range and the mean of its finite
+avg losses), so a week-long log keeps O(`MAX_POINTS`) entries, the latest ones at full
+resolution and the oldest ever coarser (each merge doubles their width). The approximation,
+only in a series that passed the cap (no shared log, curve or test does at the default):
+
+- the prefix sums and counts stay exact at bucket edges, so `mean` over a window whose ends fall
+  on edges (or in the unmerged part) is the same float as before; a window end inside a bucket
+  takes a share of the bucket's sum and count in proportion to the iterations it covers (linear
+  interpolation of the prefix sums), which is off by at most the spread of the loss within the
+  bucket (the test states the tolerance on a realistic curve);
+- `point`, `points`, `find` (so `avg_loss_at`) and `max_from` / `above` see a bucket as one entry
+  at its last iteration with the bucket's mean (NaN when it holds no finite value);
+- a resume that goes back into a bucket drops the whole bucket (resumes go back one save
+  interval, well inside the unmerged part).
 """
 
 from __future__ import annotations
@@ -36,6 +52,15 @@ from supervisor.training.events import (
 # curves in the shared logs (e.g. 25, wild swings) without hiding a real trend.
 LOSS_WINDOW = 100
 
+# Stored entries of a `LossSeries` before its oldest half is merged into buckets (module
+# docstring). Why this number: an entry costs 28 bytes once merged (iteration int32, avg loss,
+# prefix sum and prefix count float64/int64) and a merge builds the new arrays beside the old
+# ones (snapshots may still read those), so the series peaks at about 1.75 × 28 × 2 M ≈ 100 MB,
+# which with the interpreter, the parser's chunks and the saves keeps `analyze` under issue 14's
+# 200 MB on any log; 2 M iteration lines (a 170 MB pjreddie log) are still kept exactly. Read at
+# every append, so a test may lower it (`monkeypatch.setattr(history, "MAX_POINTS", …)`).
+MAX_POINTS = 2**21
+
 _new = object.__new__
 
 
@@ -57,7 +82,11 @@ class _Arrays:
     `iterations` holds 32-bit numbers (darknet's own iteration counter is an int) and widens to
     64 bits, then to a list, for a number that does not fit (a hostile log); `cnt` (prefix
     counts of finite values) stays None while every value is finite, its count then being the
-    index itself (8 bytes more per iteration once a NaN came).
+    index itself (8 bytes more per iteration once a NaN came, or once merged).
+
+    The first `m` entries are merged buckets (`compacted`): entry `k < m` covers iterations
+    `iterations[k - 1] + 1` (`start` for the first) to `iterations[k]`, its avg loss is their
+    mean, and `cum`/`cnt` are exact at its edges. `finite`: no non-finite value was ever pushed.
     """
 
     iterations: array[int] | list[int] = field(default_factory=lambda: array("i"))
@@ -65,11 +94,106 @@ class _Arrays:
     # Prefix sums over finite avg-loss values, so any window mean is O(log n).
     cum: array[float] = field(default_factory=lambda: array("d", [0.0]))
     cnt: array[int] | None = None
+    m: int = 0
+    start: int = 0
+    finite: bool = True
+    w: int = 2  # raw entries per bucket in the latest merge (doubles as the buckets fill)
+
+    def count(self, k: int) -> int:
+        """How many finite values the first `k` entries hold."""
+        return k if self.cnt is None else self.cnt[k]
 
     def prefix(self, keep: int) -> _Arrays:
         its = self.iterations[:keep]
         cnt = None if self.cnt is None else self.cnt[: keep + 1]
-        return _Arrays(its, self.avg_loss[:keep], self.cum[: keep + 1], cnt)
+        return _Arrays(
+            its,
+            self.avg_loss[:keep],
+            self.cum[: keep + 1],
+            cnt,
+            min(self.m, keep),
+            self.start,
+            self.finite,
+            self.w,
+        )
+
+    def before(self, lo: int, x: int) -> tuple[float, float]:
+        """The sum and count of finite values at iterations below `x`, where `lo` (< `m`) is
+        `bisect_left(iterations, x)`: bucket `lo` holds `x`, and gives the share of its sum and
+        count that its iterations below `x` make (exact at the bucket's first iteration)."""
+        its, cum, cnt = self.iterations, self.cum, self.cnt
+        assert cnt is not None  # materialized by `compacted`
+        s = its[lo - 1] + 1 if lo else self.start
+        if x <= s:
+            return cum[lo], cnt[lo]
+        f = (x - s) / (its[lo] - s + 1)
+        return cum[lo] + f * (cum[lo + 1] - cum[lo]), cnt[lo] + f * (cnt[lo + 1] - cnt[lo])
+
+    def compacted(self) -> _Arrays:
+        """A copy with its oldest raw entries merged into buckets (module docstring).
+
+        The newest half stays as it is; older raw entries are merged `w` at a time, and once
+        the buckets fill a quarter of the entries they are first merged pairwise (`w`
+        doubles), so the buckets stay about as wide as each other and never more than a
+        quarter plus the raw half's. A new value, not an edit: older snapshots keep reading
+        the arrays they index. The edges' sums and counts are copied, not recomputed, so they
+        stay the same floats.
+        """
+        its, cum = self.iterations, self.cum
+        cnt = self.cnt if self.cnt is not None else array("q", range(len(cum)))
+        n, m = len(its), self.m
+        w = self.w if m else 2  # the first merge: pairs
+        pairs = m // 2 if m >= n // 4 else 0
+        if pairs:
+            w *= 2
+        group = (n - m - n // 2) // w * w  # raw entries merged, whole groups of `w`
+        out = _Arrays(
+            [] if isinstance(its, list) else array(its.typecode),
+            array("d"),
+            cum[:1],
+            cnt[:1],
+            pairs + (m - 2 * pairs) + group // w,
+            self.start if m else its[0],
+            self.finite,
+            w,
+        )
+        out.merge(self, cnt, 0, 2, pairs)
+        out.copy(self, cnt, 2 * pairs, m)
+        out.merge(self, cnt, m, w, group // w)
+        out.copy(self, cnt, m + group, n)
+        return out
+
+    def merge(self, src: _Arrays, cnt: array[int], i: int, k: int, q: int) -> None:
+        """Append `q` buckets, each of `k` entries of `src` from `i` on (`cnt`: its counts)."""
+        if not q:
+            return
+        stop = i + q * k
+        sums = src.cum[i : stop + 1 : k]
+        cnts = cnt[i : stop + 1 : k]
+        ds = map(sub, sums[1:], sums)
+        dc = map(sub, cnts[1:], cnts)
+        self.avg_loss.fromlist([d / c if c else math.nan for d, c in zip(ds, dc, strict=True)])
+        self.iterations += src.iterations[i + k - 1 : stop : k]  # type: ignore[operator]
+        self.cum += sums[1:]
+        assert self.cnt is not None
+        self.cnt += cnts[1:]
+
+    def copy(self, src: _Arrays, cnt: array[int], i: int, j: int) -> None:
+        """Append entries `i`…`j - 1` of `src` (`cnt`: its counts) as they are."""
+        if i >= j:
+            return
+        its = src.iterations
+        out = self.iterations
+        if isinstance(its, array) and isinstance(out, array):
+            # From buffers, not slices: no third copy of the kept half at the peak.
+            out.frombytes(memoryview(its).cast("B")[i * its.itemsize : j * its.itemsize])
+        else:
+            out += its[i:j]  # type: ignore[operator]
+        self.avg_loss.frombytes(memoryview(src.avg_loss).cast("B")[i * 8 : j * 8])
+        self.cum.frombytes(memoryview(src.cum).cast("B")[(i + 1) * 8 : (j + 1) * 8])
+        assert self.cnt is not None
+        size = cnt.itemsize
+        self.cnt.frombytes(memoryview(cnt).cast("B")[(i + 1) * size : (j + 1) * size])
 
     def push(self, iteration: int, avg_loss: float) -> None:
         try:
@@ -87,6 +211,7 @@ class _Arrays:
                 self.cnt.append(self.cnt[-1] + 1)
         else:
             cum.append(cum[-1])
+            self.finite = False
             if self.cnt is None:
                 self.cnt = array("q", range(len(cum) - 1))
             self.cnt.append(self.cnt[-1])
@@ -132,9 +257,13 @@ class LossSeries:
         if keep != len(its):
             a = a.prefix(keep)
         a.push(iteration, avg_loss)
+        n = keep + 1
+        if n > MAX_POINTS:
+            a = a.compacted()
+            n = len(a.iterations)
         new = _new(LossSeries)
         _SET_A(new, a)
-        _SET_N(new, keep + 1)
+        _SET_N(new, n)
         return new
 
     def extend(self, iterations: Sequence[int], avg_loss: list[float]) -> LossSeries:
@@ -149,9 +278,13 @@ class LossSeries:
         if not a.extend(iterations, avg_loss):
             for it, avg in zip(iterations, avg_loss, strict=True):
                 a.push(it, avg)
+        n = keep + len(avg_loss)
+        while n > MAX_POINTS and n > 3:  # (a run longer than the cap: as often as needed)
+            a = a.compacted()
+            n = len(a.iterations)
         new = _new(LossSeries)
         _SET_A(new, a)
-        _SET_N(new, keep + len(avg_loss))
+        _SET_N(new, n)
         return new
 
     def __len__(self) -> int:
@@ -175,6 +308,10 @@ class LossSeries:
         k = n - 1 - (top - first)
         lo = k if 0 <= k < n and its[k] == first else bisect_left(its, first, 0, n)
         hi = n if last >= top else bisect_left(its, last + 1, 0, n)
+        if lo < a.m or hi < a.m:  # an end inside a merged bucket: its share
+            s0, c0 = a.before(lo, first) if lo < a.m else (a.cum[lo], a.count(lo))
+            s1, c1 = a.before(hi, last + 1) if hi < a.m else (a.cum[hi], a.count(hi))
+            return (s1 - s0) / (c1 - c0) if c1 - c0 > 0 else None
         cnt = a.cnt
         count = hi - lo if cnt is None else cnt[hi] - cnt[lo]
         return (a.cum[hi] - a.cum[lo]) / count if count else None
@@ -219,10 +356,10 @@ class LossSeries:
         a = self._a
         n0 = self.n
         n = len(iterations)
-        if a.cnt is not None or window <= 0 or not span or span.stop > n:
+        if not a.finite or window <= 0 or not span or span.stop > n:
             return None
         first_lo = n0 + span.start + 1 - window  # the lowest window start, a series index
-        if first_lo < 0 or iterations[span.stop - 1] - iterations[0] != span.stop - 1:
+        if first_lo < a.m or iterations[span.stop - 1] - iterations[0] != span.stop - 1:
             return None
         its = a.iterations
         if first_lo < n0 and (
@@ -262,16 +399,20 @@ class LossSeries:
         cnt0 = a.cnt
         for k in entries:
             first = iterations[k] - window + 1
+            lo_cnt: float
             if n0 and first <= old_its[n0 - 1]:
                 lo = bisect_left(old_its, first, 0, n0)
-                lo_sum = cum0[lo]
-                lo_cnt = lo if cnt0 is None else cnt0[lo]
+                if lo < a.m:
+                    lo_sum, lo_cnt = a.before(lo, first)
+                else:
+                    lo_sum = cum0[lo]
+                    lo_cnt = lo if cnt0 is None else cnt0[lo]
             else:
                 j = bisect_left(iterations, first, 0, k + 1)
                 lo_sum = sums[j]
                 lo_cnt = n0 + j if cnt0 is None else cnt0[n0] + j
             count = (n0 + k + 1 if cnt0 is None else cnt0[n0] + k + 1) - lo_cnt
-            yield k, (sums[k + 1] - lo_sum) / count if count else None
+            yield k, (sums[k + 1] - lo_sum) / count if count > 0 else None
 
     def points(self) -> list[tuple[int, float]]:
         """Every (iteration, avg loss): a list as long as the series (prefer `point`)."""
