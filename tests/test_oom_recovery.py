@@ -618,6 +618,10 @@ def test_tune_on_a_big_gpu_lowers_subdivisions_mid_run_and_finishes(
     assert [e["iteration"] for e in relaunched] == starts[1:]
     assert not any("-clear" in argv for argv in job.launch_argvs())
     every_iteration_once(runner, 600)
+    # Ended right after a complete save: only the iterations darknet ran past it are redone.
+    redone = result.report["iterations"]["lines"] - 600
+    print(f"iterations redone by 2 tunes: {redone}")
+    assert 0 <= redone <= 2 * 25
     cfg = Cfg.load(next(job.dir.glob("*.cfg")))
     assert (cfg.batch, cfg.subdivisions) == (8, 1)
 
@@ -651,6 +655,7 @@ def test_an_out_of_memory_after_a_tune_climbs_back_and_tune_never_retries(
     assert [e["change"] for e in relaunched] == [{"subdivisions": 1}, {"subdivisions": 2}]
     assert relaunched[1]["reason"].startswith("out of memory at iteration 250")
     assert len(job.events("TuneDecided")) == 1  # never again, with room to spare
+    assert runner.memory is not None and runner.memory.tried == {1}  # out of memory there
     every_iteration_once(runner, 600)
     assert Cfg.load(next(job.dir.glob("*.cfg"))).subdivisions == 2
 
