@@ -668,7 +668,7 @@ def test_the_tune_decision_and_its_guards() -> None:
     assert tune_target(6, 3) == 1  # 6 ÷ 2 = 3 images: halving keeps the 6 per iteration
     key = KeyFacts("Simulated 24 GB", "fp", 416, 416, False)
     room = GpuRoom(0, 24576.0, 5222.4, 4922.4)  # 300 MiB of another process
-    f = TuneFacts(64, 16, False, "mid_run", 50, 30.0, 10.0, 4922.4, [room])
+    f = TuneFacts(64, 16, False, False, "mid_run", 50, 30.0, 10.0, 4922.4, [room])
     step = decide_tune(MemoryModel(), key, f)
     assert step is not None and step.subdivisions == 8
     assert step.reason.startswith("GPU 0 has room: 5.1 of 24 GB used at mini-batch 4; the model")
@@ -679,6 +679,7 @@ def test_the_tune_decision_and_its_guards() -> None:
         same(f, phase="resize"),
         same(f, phase="map"),
         same(f, random=True),
+        same(f, map_on=True),  # darknet's -map: its second network may be missed by the peak
         same(f, iterations=1),
         same(f, ran_s=5.0),  # under two sampling intervals
         same(f, tried=frozenset({8})),  # tuned to (or out of memory at) 8 before

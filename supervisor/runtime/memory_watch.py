@@ -246,6 +246,7 @@ class JobMemory:
             cfg.batch,
             cfg.subdivisions,
             random,
+            cur.facts.map_on,
             phase,
             iterations,
             ran_s,

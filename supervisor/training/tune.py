@@ -11,8 +11,11 @@ darknet's next complete save with that value (`ending.classify_end` → `Relaunc
 Guards, each against a way tuning could cost more than it gains:
 - not before `MIN_SAMPLES` sampler intervals and `MIN_ITERATIONS` iteration lines of the launch
   (the first iteration allocates cuDNN's workspace: before it the peak says little);
-- never during a resize or darknet's `-map` (the peak then is not the steady training one), and
-  not with `random=1` (the next resize may be to 1.4× the size the peak was measured at);
+- never during a resize or darknet's `-map` (the peak then is not the steady training one);
+  not with `random=1` (the next resize may be to 1.4× the size the peak was measured at), nor
+  while darknet evaluates with `-map` at all (its second network is allocated only at each
+  evaluation, which a sampler every few seconds may miss: a peak without it would predict
+  too little, and the ladder's answer to an out-of-memory in `-map` is to drop `-map`);
 - each value once (`tried`: values tuned to before, and values that ran out of memory — after
   an out-of-memory the ladder climbs back and tune never tries that value again), at most
   `MAX_TUNES` per job, and only while `memory.max_relaunches` has a relaunch left.
@@ -61,6 +64,7 @@ class TuneFacts:
     batch: int
     subdivisions: int
     random: bool
+    map_on: bool
     phase: Phase
     iterations: int
     ran_s: float
@@ -99,6 +103,7 @@ def ready(f: TuneFacts) -> bool:
     """The launch has trained long enough, steadily, for its peak to mean something."""
     return (
         not f.random
+        and not f.map_on
         and f.phase == "mid_run"
         and f.iterations >= MIN_ITERATIONS
         and f.ran_s >= MIN_SAMPLES * f.sample_every_s
