@@ -189,6 +189,7 @@ def run_new(path: Path, rules: bool) -> dict[str, Any]:
         "steps": list(a.schedule.steps),
         "best": None if h.best is None else (h.best.iteration, h.best.map),
         "final": (h.iteration, repr(h.last.avg_loss) if h.last else None, h.seconds),
+        "stored": len(h.loss),  # loss-series entries kept (`history.MAX_POINTS` caps them)
     }
 
 
@@ -316,6 +317,13 @@ def main() -> None:
                 f"{new['rss_mb']:.0f} MB against {other['rss_mb']:.0f} MB; same answer "
                 f"({', '.join(keys)}): {same}"
             )
+        lines = results["parse"]["lines"]
+        print(
+            f"issue 14 point 9: peak RSS {new['rss_mb']:.0f} MB <= 200 MB: "
+            f"{new['rss_mb'] <= 200}; {lines / new['seconds'] / 1e6:.3f} M lines/s wall >= 0.5: "
+            f"{lines / new['seconds'] >= 5e5}; loss entries kept {new['stored']:,} of "
+            f"{new['iterations']:,} iteration lines"
+        )
         for mode, what in (("parse", "the parser"), ("history", "the stop rules")):
             if mode == "history" and new["stop"] is not None:
                 # After its stop the policy is not asked again: `history` did more than `new`.

@@ -488,3 +488,130 @@ def test_analyze_in_runs_equals_the_list_replay(
         assert repr(report(got)) == repr(report(want)), path.name
         stops += got.stop is not None
     assert stops >= 3
+
+
+def _descent(n: int, seed: int = 3) -> list[float]:
+    """A realistic avg-loss curve: a fast then slow noisy descent, darknet's EMA over it."""
+    rng = random.Random(seed)
+    avg, out = 30.0, []
+    for i in range(1, n + 1):
+        avg = 0.9 * avg + 0.1 * (0.5 + 20 * math.exp(-i / 3000)) * rng.uniform(0.6, 1.4)
+        out.append(avg)
+    return out
+
+
+def _series(avgs: list[float], nan_at: tuple[int, ...] = ()) -> History:
+    h = History()
+    for i, v in enumerate(avgs, 1):
+        h = h.add(Iteration(i, 1.0, math.nan if i in nan_at else v, 0.001))
+    return h
+
+
+def _exact_mean(avgs: list[float], first: int, last: int) -> float:
+    xs = [v for v in avgs[max(first, 1) - 1 : last] if math.isfinite(v)]
+    return sum(xs) / len(xs)
+
+
+def test_loss_series_memory_stays_bounded_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.training import history
+
+    cap = 1000
+    monkeypatch.setattr(history, "MAX_POINTS", cap)
+    avgs = _descent(40_000)
+    h = History()
+    sizes = []
+    for i, v in enumerate(avgs, 1):
+        h = h.add(Iteration(i, 1.0, v, 0.001))
+        sizes.append(len(h.loss._a.iterations))
+    a = h.loss._a
+    assert max(sizes) <= cap and 0 < a.m < len(h.loss) == len(a.iterations)  # O(cap), merged
+    assert len(a.avg_loss) == len(a.iterations) == len(a.cum) - 1
+    assert a.cnt is None and len(a.bcnt) == a.m + 1  # all finite: counts at bucket edges only
+    its = list(a.iterations)
+    assert its == sorted(set(its)) and its[-1] == 40_000 and h.iteration_lines == 40_000
+    # The newest half is untouched: the same points, and window means ending there exact.
+    tail = h.loss.points()[a.m :]
+    assert len(tail) >= cap // 2 and tail == [(i, avgs[i - 1]) for i, _ in tail]
+    assert h.loss.mean(1, 40_000) == pytest.approx(_exact_mean(avgs, 1, 40_000), rel=1e-12)
+    # The bulk path (`add_run`) stays under the cap as well, even for a run longer than it.
+    evs = [Iteration(i, 1.0, v, 0.001, seconds=1.0) for i, v in enumerate(avgs[:5000], 1)]
+    run = IterationRun(
+        [e.iteration for e in evs],
+        [e.avg_loss for e in evs],
+        ["0.001"] * len(evs),
+        [1.0] * len(evs),
+        [str(k) for k in range(len(evs))],
+        1,
+        lambda raw, line: evs[int(raw)],
+    )
+    hb = History().add_run(run)
+    assert len(hb.loss._a.iterations) <= cap and hb.loss.last_iteration == 5000
+
+
+@pytest.mark.parametrize(("n", "tol"), [(5_000, 0.02), (40_000, 0.1)])
+def test_merged_means_match_the_exact_ones_within_a_stated_tolerance(
+    n: int, tol: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The approximation (history's docstring): the sums are exact at bucket edges, a window
+    # end inside a bucket takes its share by linear interpolation. Stated tolerance, on the
+    # policy's 100-iteration windows of a realistic noisy curve: 2 % at 5 times the cap
+    # (buckets of 16-32 iterations, as a 10 M-line log at the default cap), 10 % at 40 times
+    # (buckets of 256); never outside the values of the buckets the window touches.
+    from supervisor.training import history
+
+    cap = 1000
+    monkeypatch.setattr(history, "MAX_POINTS", cap)
+    avgs = _descent(n)
+    h = _series(avgs)
+    a = h.loss._a
+    starts = [a.start, *(e + 1 for e in a.iterations[: a.m])]  # each bucket's first iteration
+    worst = 0.0
+    for last in range(100, n + 1, 7):
+        first = last - 99
+        got = h.loss.mean(first, last)
+        assert got is not None
+        worst = max(worst, abs(got - _exact_mean(avgs, first, last)) / got)
+        lo = max(s for s in starts if s <= first) if first >= a.start else 1
+        hi = min((e for e in a.iterations[: a.m] if e >= last), default=last)
+        assert min(avgs[lo - 1 : hi]) <= got <= max(avgs[lo - 1 : hi])
+    assert 0 < worst <= tol
+    # Ends on bucket edges: the very float of the unmerged series' prefix sums.
+    monkeypatch.setattr(history, "MAX_POINTS", 10**9)
+    exact = _series(avgs)
+    for k in range(0, a.m - 3, 17):
+        first, last = starts[k], a.iterations[k + 3]
+        assert h.loss.mean(first, last) == exact.loss.mean(first, last)
+    # The quiet path's means (`means_extended`, `window_means`) agree with `mean` there too.
+    its, more = range(n + 1, n + 301), _descent(300, seed=4)
+    span = range(0, 300)
+    ext = [m for _, m in h.loss.means_extended(its, more, 100, span)]
+    whole = h.loss.window_means(its, more, 100, span)
+    monkeypatch.setattr(history, "MAX_POINTS", cap)
+    hk, snaps = h, []
+    for it, v in zip(its, more, strict=True):
+        hk = hk.add(Iteration(it, 1.0, v, 0.001))
+        snaps.append(hk.loss.mean(it - 99, it))
+    assert ext == snaps and whole == snaps
+
+
+def test_below_the_cap_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.training import history
+
+    avgs = _descent(3000)
+    plain = _series(avgs, nan_at=(7, 2500))
+    monkeypatch.setattr(history, "MAX_POINTS", 3000)  # exactly at the cap: still exact
+    at = _series(avgs, nan_at=(7, 2500))
+    assert at.loss._a.m == 0 and repr(at.loss.points()) == repr(plain.loss.points())
+    for last in range(1, 3001, 3):
+        for w in (1, 50, 100, 1000):
+            assert at.loss.mean(last - w + 1, last) == plain.loss.mean(last - w + 1, last)
+    assert repr(at) == repr(plain)
+    monkeypatch.setattr(history, "MAX_POINTS", 2999)  # one entry more: merged
+    over = _series(avgs, nan_at=(7, 2500))
+    assert over.loss._a.m > 0 and len(over.loss) < 3000
+    # A bucket of NaNs alone has no mean (NaN as a point, None as a window's mean).
+    monkeypatch.setattr(history, "MAX_POINTS", 8)
+    h = _series([1.0, 2.0, math.nan, math.nan, 5.0, 6.0, 7.0, 8.0, 9.0], nan_at=(3, 4))
+    assert h.loss.point(0) == (2, 1.5) and h.loss.point(1)[0] == 4
+    assert math.isnan(h.loss.point(1)[1]) and h.loss.mean(3, 4) is None
+    assert h.loss.mean(1, 9) == 38.0 / 7 and h.avg_loss_at(9) == 9.0

@@ -82,11 +82,14 @@ class _Arrays:
     `iterations` holds 32-bit numbers (darknet's own iteration counter is an int) and widens to
     64 bits, then to a list, for a number that does not fit (a hostile log); `cnt` (prefix
     counts of finite values) stays None while every value is finite, its count then being the
-    index itself (8 bytes more per iteration once a NaN came, or once merged).
+    index itself (8 bytes more per iteration once a NaN came).
 
     The first `m` entries are merged buckets (`compacted`): entry `k < m` covers iterations
     `iterations[k - 1] + 1` (`start` for the first) to `iterations[k]`, its avg loss is their
-    mean, and `cum`/`cnt` are exact at its edges. `finite`: no non-finite value was ever pushed.
+    mean, and `cum`/`cnt` are exact at its edges. While every value is finite, `bcnt` holds the
+    counts at the buckets' edges only (`m + 1` of them) and a raw entry's count is its index
+    moved by what the buckets merged (`count`): the raw part stays 20 bytes an entry.
+    `finite`: no non-finite value was ever pushed (then `cnt` is None).
     """
 
     iterations: array[int] | list[int] = field(default_factory=lambda: array("i"))
@@ -98,36 +101,54 @@ class _Arrays:
     start: int = 0
     finite: bool = True
     w: int = 2  # raw entries per bucket in the latest merge (doubles as the buckets fill)
+    bcnt: array[int] = field(default_factory=lambda: array("q", [0]))
+
+    def shift(self) -> int:
+        """What `count` adds to a raw entry's index while `cnt` is None."""
+        return self.bcnt[self.m] - self.m
 
     def count(self, k: int) -> int:
         """How many finite values the first `k` entries hold."""
-        return k if self.cnt is None else self.cnt[k]
+        if self.cnt is not None:
+            return self.cnt[k]
+        return self.bcnt[k] if k <= self.m else k + self.shift()
+
+    def counts(self, stop: int) -> array[int]:
+        """`count(k)` for each `k` < `stop`, in an array (to materialize `cnt`)."""
+        if self.cnt is not None:
+            return self.cnt[:stop]
+        m = min(self.m, stop - 1)
+        out = self.bcnt[: m + 1]
+        out.extend(range(m + 1 + self.shift(), stop + self.shift()))
+        return out
 
     def prefix(self, keep: int) -> _Arrays:
         its = self.iterations[:keep]
         cnt = None if self.cnt is None else self.cnt[: keep + 1]
+        m = min(self.m, keep)
         return _Arrays(
             its,
             self.avg_loss[:keep],
             self.cum[: keep + 1],
             cnt,
-            min(self.m, keep),
+            m,
             self.start,
             self.finite,
             self.w,
+            self.bcnt[: m + 1],
         )
 
     def before(self, lo: int, x: int) -> tuple[float, float]:
         """The sum and count of finite values at iterations below `x`, where `lo` (< `m`) is
         `bisect_left(iterations, x)`: bucket `lo` holds `x`, and gives the share of its sum and
         count that its iterations below `x` make (exact at the bucket's first iteration)."""
-        its, cum, cnt = self.iterations, self.cum, self.cnt
-        assert cnt is not None  # materialized by `compacted`
+        its, cum = self.iterations, self.cum
+        c0 = self.count(lo)
         s = its[lo - 1] + 1 if lo else self.start
         if x <= s:
-            return cum[lo], cnt[lo]
+            return cum[lo], c0
         f = (x - s) / (its[lo] - s + 1)
-        return cum[lo] + f * (cum[lo + 1] - cum[lo]), cnt[lo] + f * (cnt[lo + 1] - cnt[lo])
+        return cum[lo] + f * (cum[lo + 1] - cum[lo]), c0 + f * (self.count(lo + 1) - c0)
 
     def compacted(self) -> _Arrays:
         """A copy with its oldest raw entries merged into buckets (module docstring).
@@ -140,7 +161,6 @@ class _Arrays:
         stay the same floats.
         """
         its, cum = self.iterations, self.cum
-        cnt = self.cnt if self.cnt is not None else array("q", range(len(cum)))
         n, m = len(its), self.m
         w = self.w if m else 2  # the first merge: pairs
         pairs = m // 2 if m >= n // 4 else 0
@@ -151,35 +171,51 @@ class _Arrays:
             [] if isinstance(its, list) else array(its.typecode),
             array("d"),
             cum[:1],
-            cnt[:1],
+            None if self.cnt is None else self.cnt[:1],
             pairs + (m - 2 * pairs) + group // w,
             self.start if m else its[0],
             self.finite,
             w,
         )
-        out.merge(self, cnt, 0, 2, pairs)
-        out.copy(self, cnt, 2 * pairs, m)
-        out.merge(self, cnt, m, w, group // w)
-        out.copy(self, cnt, m + group, n)
+        out.merge(self, 0, 2, pairs)
+        out.copy(self, 2 * pairs, m)
+        out.merge(self, m, w, group // w)
+        out.copy(self, m + group, n)
         return out
 
-    def merge(self, src: _Arrays, cnt: array[int], i: int, k: int, q: int) -> None:
-        """Append `q` buckets, each of `k` entries of `src` from `i` on (`cnt`: its counts)."""
+    def edge_counts(self, i: int, stop: int, k: int) -> array[int]:
+        """`count(j)` for `j` in `range(i, stop + 1, k)`, without materializing `cnt`."""
+        if self.cnt is not None:
+            return self.cnt[i : stop + 1 : k]
+        if stop <= self.m:
+            return self.bcnt[i : stop + 1 : k]
+        assert i >= self.m  # (`compacted` never merges across the buckets' end)
+        d = self.shift()
+        return array("q", range(i + d, stop + 1 + d, k))
+
+    def merge(self, src: _Arrays, i: int, k: int, q: int) -> None:
+        """Append `q` buckets, each of `k` entries of `src` from `i` on."""
         if not q:
             return
         stop = i + q * k
         sums = src.cum[i : stop + 1 : k]
-        cnts = cnt[i : stop + 1 : k]
-        ds = map(sub, sums[1:], sums)
-        dc = map(sub, cnts[1:], cnts)
-        self.avg_loss.fromlist([d / c if c else math.nan for d, c in zip(ds, dc, strict=True)])
+        cnts = src.edge_counts(i, stop, k)
+        try:  # in C; a bucket without a finite value (only after NaNs) has no mean
+            means = array("d", map(truediv, map(sub, sums[1:], sums), map(sub, cnts[1:], cnts)))
+        except ZeroDivisionError:
+            ds = map(sub, sums[1:], sums)
+            dc = map(sub, cnts[1:], cnts)
+            means = array("d", (d / c if c else math.nan for d, c in zip(ds, dc, strict=True)))
+        self.avg_loss += means
         self.iterations += src.iterations[i + k - 1 : stop : k]  # type: ignore[operator]
         self.cum += sums[1:]
-        assert self.cnt is not None
-        self.cnt += cnts[1:]
+        if self.cnt is not None:
+            self.cnt += cnts[1:]
+        else:
+            self.bcnt += cnts[1:]
 
-    def copy(self, src: _Arrays, cnt: array[int], i: int, j: int) -> None:
-        """Append entries `i`…`j - 1` of `src` (`cnt`: its counts) as they are."""
+    def copy(self, src: _Arrays, i: int, j: int) -> None:
+        """Append entries `i`…`j - 1` of `src` as they are."""
         if i >= j:
             return
         its = src.iterations
@@ -191,9 +227,12 @@ class _Arrays:
             out += its[i:j]  # type: ignore[operator]
         self.avg_loss.frombytes(memoryview(src.avg_loss).cast("B")[i * 8 : j * 8])
         self.cum.frombytes(memoryview(src.cum).cast("B")[(i + 1) * 8 : (j + 1) * 8])
-        assert self.cnt is not None
-        size = cnt.itemsize
-        self.cnt.frombytes(memoryview(cnt).cast("B")[(i + 1) * size : (j + 1) * size])
+        cnt = src.cnt
+        if cnt is not None and self.cnt is not None:
+            size = cnt.itemsize
+            self.cnt.frombytes(memoryview(cnt).cast("B")[(i + 1) * size : (j + 1) * size])
+        elif j <= src.m:  # buckets kept as they are: their edges' counts
+            self.bcnt += src.bcnt[i + 1 : j + 1]
 
     def push(self, iteration: int, avg_loss: float) -> None:
         try:
@@ -213,7 +252,7 @@ class _Arrays:
             cum.append(cum[-1])
             self.finite = False
             if self.cnt is None:
-                self.cnt = array("q", range(len(cum) - 1))
+                self.cnt = self.counts(len(cum) - 1)
             self.cnt.append(self.cnt[-1])
 
     def extend(self, iterations: Sequence[int], avg_loss: list[float]) -> bool:
@@ -402,8 +441,9 @@ class LossSeries:
             lo_cnt: float
             if n0 and first <= old_its[n0 - 1]:
                 lo = bisect_left(old_its, first, 0, n0)
-                if lo < a.m:
+                if lo < a.m:  # (the index-based counts below leave the shift out)
                     lo_sum, lo_cnt = a.before(lo, first)
+                    lo_cnt -= a.shift() if cnt0 is None else 0
                 else:
                     lo_sum = cum0[lo]
                     lo_cnt = lo if cnt0 is None else cnt0[lo]
