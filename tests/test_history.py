@@ -615,3 +615,32 @@ def test_below_the_cap_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert h.loss.point(0) == (2, 1.5) and h.loss.point(1)[0] == 4
     assert math.isnan(h.loss.point(1)[1]) and h.loss.mean(3, 4) is None
     assert h.loss.mean(1, 9) == 38.0 / 7 and h.avg_loss_at(9) == 9.0
+
+
+def test_merged_series_takes_nans_and_resumes_after_merging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from supervisor.training import history
+
+    monkeypatch.setattr(history, "MAX_POINTS", 200)
+    avgs = _descent(1000)
+    h = _series(avgs)
+    assert h.loss._a.m > 0 and h.loss._a.cnt is None
+    # A NaN after merging: the counts are materialized from the edges, the means unchanged.
+    means = [h.loss.mean(f, f + 99) for f in range(1, 902, 9)]
+    hn = h.add(Iteration(1001, 1.0, math.nan, 0.001))
+    a = hn.loss._a
+    assert a.cnt is not None and not a.finite and len(a.cnt) == len(a.cum)
+    assert [hn.loss.mean(f, f + 99) for f in range(1, 902, 9)] == means
+    assert hn.loss.mean(1001, 1001) is None and hn.nan_streak == 1
+    for i in range(1002, 1400):  # on past the cap again, with the counts stored
+        hn = hn.add(Iteration(i, 1.0, 1.0, 0.001))
+    assert len(hn.loss) <= 200 and hn.loss.mean(1300, 1399) == 1.0
+    assert hn.loss.mean(1, 1399) == pytest.approx(
+        _exact_mean([*avgs, math.nan, *[1.0] * 398], 1, 1399)
+    )
+    # A resume repeats the iterations since its last save (in the unmerged part): later wins.
+    hr = h.add(Iteration(950, 1.0, 9.0, 0.001))
+    assert hr.loss.last_iteration == 950 and hr.loss.point(-1) == (950, 9.0)
+    assert hr.loss.mean(900, 949) == h.loss.mean(900, 949)
+    assert h.loss.last_iteration == 1000  # the older snapshot is untouched
