@@ -604,12 +604,9 @@ class JobRunner:
                     "TuneDecided", iteration=self.history.iteration, **dataclasses.asdict(step)
                 )
             return
-        step, at, since = self._tune
+        _, at, since = self._tune
         save = self._last_complete
-        saving = self._pending_save is not None or (
-            save is not None and self.history.iteration <= save.iteration
-        )
-        if save is not None and save.iteration > at and not saving:
+        if save is not None and save.iteration > at and not self._saving():
             self._tuning = True
             await launch.terminate(handle, self.config.grace)
         elif time.monotonic() - since > self._save_wait(None):
@@ -991,13 +988,7 @@ class JobRunner:
             and save.iteration >= stop.iteration
             and self.snapshots.has(save.iteration)
         )
-        # darknet saves in pairs (pjreddie `.backup` then `_N`; AlexeyAB `_best` or `_N` then
-        # `_last`), and the second `Saving weights` line may not have been read yet when the
-        # first file is complete: only an iteration line after the save proves darknet is done
-        # saving and training again, with the next save ~100 iterations away.
-        in_progress = self._pending_save is not None or (
-            save is not None and self.history.iteration <= save.iteration
-        )
+        in_progress = self._saving()
         waited = time.monotonic() - (self._stop_requested_at or time.monotonic())
         limit = self._save_wait(stop)
         if not (self._kill_now or (saved and not in_progress) or waited > limit):
@@ -1016,6 +1007,16 @@ class JobRunner:
         if stop is not None and stop.rule == "max_time" and budget:
             self._stop_end["over_budget_s"] = round(max(0.0, self.history.elapsed - budget), 1)
         self._publish("Terminated", how=how, waited_s=round(waited, 1), after_save=saved)
+
+    def _saving(self) -> bool:
+        """darknet saves in pairs (pjreddie `.backup` then `_N`; AlexeyAB `_best` or `_N` then
+        `_last`), and the second `Saving weights` line may not have been read yet when the
+        first file is complete: only an iteration line after the save proves darknet is done
+        saving and training again, with the next save ~100 iterations away."""
+        save = self._last_complete
+        return self._pending_save is not None or (
+            save is not None and self.history.iteration <= save.iteration
+        )
 
     def _save_wait(self, stop: Stop | None) -> float:
         if self.config.save_wait is not None:

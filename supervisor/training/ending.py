@@ -5,7 +5,8 @@ a label file or the backup dir, and Debian's build sometimes segfaults after wri
 `_final.weights`. So the end is read from what the job dir shows — the wrapper's exit record,
 whether a complete `_final` exists, what darknet printed — as plain facts gathered by the
 runner, and classified here. A relaunch (resume after the supervisor was down, a step of the
-out-of-memory ladder, the recovery of a hung darknet) is a decision this module returns and the
+out-of-memory ladder, the recovery of a hung darknet, a `memory.tune` step after the
+supervisor ended a launch at a complete save) is a decision this module returns and the
 runner carries out in one place; the crash-loop guard and the relaunch budget end a job whose
 relaunches would not end differently.
 """
