@@ -241,7 +241,26 @@ def test_saves_are_a_shared_sequence_equal_to_the_tuple() -> None:
     big = History()
     for i in range(31_000):
         big = big.add(WeightsSaved("b/t.backup", i * 100))
-    assert len(big.saves) == 31_000 and big.saves._items is big.saves._items
+        if i == 10:
+            early = big
+    assert len(big.saves) == 31_000 and big.saves._cols is early.saves._cols  # shared
+    assert len(early.saves) == 11 and list(early.saves)[-1] == WeightsSaved("b/t.backup", 1000)
+    assert big.saves[-1] == WeightsSaved("b/t.backup", 3_099_900) and big.saves._paths == [
+        "b/t.backup"
+    ]
+    # In columns: an int and two int64 a save, the times (None, as the parser's) a list of
+    # pointers to None: none of the 31 000 objects kept.
+    assert [type(c) for c in big.saves._cols] == [array, array, array, list]
+    # Odd values (no iteration, a huge line number, no time) go to a list column, kept as they are.
+    odd = Saves([WeightsSaved("a", None, 2**70, None), WeightsSaved("b", 3, 4, 5.0)])
+    assert list(odd) == [WeightsSaved("a", None, 2**70, None), WeightsSaved("b", 3, 4, 5.0)]
+    # A write from an older snapshot copies its prefix; the newer one is untouched.
+    fork = early.add(WeightsSaved("c/x.weights", 7))
+    assert list(fork.saves)[-2:] == [
+        WeightsSaved("b/t.backup", 1000),
+        WeightsSaved("c/x.weights", 7),
+    ]
+    assert len(big.saves) == 31_000 and big.saves._paths == ["b/t.backup"]
 
 
 def test_history_has_the_fields_its_copy_sets() -> None:

@@ -6,17 +6,20 @@ lives in an append-only `LossSeries` that snapshots share: a snapshot sees only 
 entries, and a writer that is not at the tip (an older snapshot, or a resume that repeats
 iterations) copies the prefix before it writes. Nothing here does I/O or reads a clock.
 
-Memory is bounded whatever the log's length: past `MAX_POINTS` stored entries, the oldest half
-of the series is merged pairwise into buckets (an iteration range and the mean of its finite
-avg losses), so a week-long log keeps O(`MAX_POINTS`) entries, the latest ones at full
-resolution and the oldest ever coarser (each merge doubles their width). The approximation,
-only in a series that passed the cap (no shared log, curve or test does at the default):
+Memory is bounded whatever the log's length: past `MAX_POINTS` stored entries, the newest half
+of the series stays as it is and the older raw entries are merged into buckets of `w` entries
+each (an iteration range and the mean of its finite avg losses); once the buckets fill a quarter
+of the entries they are merged pairwise and `w` doubles. So a week-long log keeps O(`MAX_POINTS`)
+entries, the latest at full resolution, the older in buckets of about equal width that grows
+with the log (16-32 iterations for a 10 M-line log at the default cap). The approximation, only
+in a series that passed the cap (no shared log, curve or test does at the default):
 
 - the prefix sums and counts stay exact at bucket edges, so `mean` over a window whose ends fall
   on edges (or in the unmerged part) is the same float as before; a window end inside a bucket
   takes a share of the bucket's sum and count in proportion to the iterations it covers (linear
   interpolation of the prefix sums), which is off by at most the spread of the loss within the
-  bucket (the test states the tolerance on a realistic curve);
+  bucket (`tests/test_history.py` states it: within 2 % on 100-iteration windows of a noisy
+  descent at 5 times the cap, and never outside the values of the buckets touched);
 - `point`, `points`, `find` (so `avg_loss_at`) and `max_from` / `above` see a bucket as one entry
   at its last iteration with the bucket's mean (NaN when it holds no finite value);
 - a resume that goes back into a bucket drops the whole bucket (resumes go back one save
@@ -52,13 +55,15 @@ from supervisor.training.events import (
 # curves in the shared logs (e.g. 25, wild swings) without hiding a real trend.
 LOSS_WINDOW = 100
 
-# Stored entries of a `LossSeries` before its oldest half is merged into buckets (module
-# docstring). Why this number: an entry costs 28 bytes once merged (iteration int32, avg loss,
-# prefix sum and prefix count float64/int64) and a merge builds the new arrays beside the old
-# ones (snapshots may still read those), so the series peaks at about 1.75 × 28 × 2 M ≈ 100 MB,
-# which with the interpreter, the parser's chunks and the saves keeps `analyze` under issue 14's
-# 200 MB on any log; 2 M iteration lines (a 170 MB pjreddie log) are still kept exactly. Read at
-# every append, so a test may lower it (`monkeypatch.setattr(history, "MAX_POINTS", …)`).
+# Stored entries of a `LossSeries` before its oldest raw ones are merged into buckets (module
+# docstring). Why this number: an entry costs 20 bytes (iteration int32, avg loss and prefix sum
+# float64; 8 more for prefix counts once a NaN came) and a merge builds the new arrays beside the
+# old ones (snapshots may still read those), so the series peaks near 2 × 20 × 2 M ≈ 110 MB
+# (measured, allocator included); with the interpreter and parser (~50 MB) and the saves,
+# `analyze` stays under issue 14's 200 MB (166 MB on a 630 MB, 7.4 M-iteration log), while logs
+# up to 2 M iteration lines (a 170 MB pjreddie log, every shared log, curve and test) are kept
+# exactly. Read at every append, so a test may lower it (`monkeypatch.setattr(history,
+# "MAX_POINTS", …)`).
 MAX_POINTS = 2**21
 
 _new = object.__new__
@@ -463,30 +468,65 @@ class LossSeries:
 _SET_A, _SET_N = _setters(LossSeries, ("_a", "n"))
 
 
+def _col_append(cols: list[Any], c: int, value: Any) -> None:
+    """Append to column `c`, an array until a value does not fit it (None, a huge number)."""
+    try:
+        cols[c].append(value)
+    except (TypeError, OverflowError):
+        cols[c] = list(cols[c])
+        cols[c].append(value)
+
+
 class Saves(Sequence[WeightsSaved]):
-    """Every `Saving weights to` line so far: an immutable view of a shared append-only list.
+    """Every `Saving weights to` line so far: an immutable view of shared append-only columns.
 
     A tuple grown by one per save copied every earlier save each time (quadratic on a long
-    log: 31 000 saves in a 3.1 M-iteration one); snapshots share the list as `LossSeries`
-    shares its arrays, each seeing its first `n` items. Compares equal to a tuple or another
-    `Saves` with the same items.
+    log: 31 000 saves in a 3.1 M-iteration one); snapshots share the storage as `LossSeries`
+    shares its arrays, each seeing its first `n` items. The saves are kept in columns (path
+    index into the distinct paths, iteration, line, time), 28 bytes a save rather than ~160 as
+    objects, so that they do not undo the loss series' bound (`MAX_POINTS`): a pjreddie log
+    saves every 100 iterations, 150 000 saves in 15 M iterations. Items are rebuilt on access:
+    equal, not identical, to the events added. Compares equal to a tuple or another `Saves`
+    with the same items.
     """
 
-    __slots__ = ("_items", "_n")
+    __slots__ = ("_cols", "_index", "_n", "_paths")
 
     def __init__(self, items: Sequence[WeightsSaved] = ()) -> None:
-        self._items: list[WeightsSaved] = list(items)
-        self._n = len(self._items)
+        self._paths: list[str] = []
+        self._index: dict[str, int] = {}
+        self._cols: list[Any] = [array("I"), array("q"), array("q"), array("d")]
+        self._n = 0
+        for save in items:
+            self._push(save)
+
+    def _push(self, save: WeightsSaved) -> None:
+        k = self._index.get(save.path)
+        if k is None:
+            k = self._index[save.path] = len(self._paths)
+            self._paths.append(save.path)
+        cols = self._cols
+        for c, v in enumerate((k, save.iteration, save.line, save.time)):
+            _col_append(cols, c, v)
+        self._n += 1
 
     def append(self, save: WeightsSaved) -> Saves:
-        items = self._items
-        if self._n != len(items):
-            items = items[: self._n]  # written from an older snapshot: copy its prefix
-        items.append(save)
         new = _new(Saves)
-        new._items = items
-        new._n = len(items)
+        new._paths, new._index, new._n = self._paths, self._index, self._n
+        if self._n != len(self._cols[0]):
+            # Written from an older snapshot: copy its prefix (the paths may stay shared, an
+            # index never points past what a snapshot's own rows use).
+            new._cols = [col[: self._n] for col in self._cols]
+            new._paths = list(self._paths)
+            new._index = dict(self._index)
+        else:
+            new._cols = self._cols
+        new._push(save)
         return new
+
+    def _item(self, k: int) -> WeightsSaved:
+        pi, its, lines, times = self._cols
+        return WeightsSaved(self._paths[pi[k]], its[k], lines[k], times[k])
 
     def __len__(self) -> int:
         return self._n
@@ -497,19 +537,18 @@ class Saves(Sequence[WeightsSaved]):
     def __getitem__(self, k: slice) -> tuple[WeightsSaved, ...]: ...
     def __getitem__(self, k: int | slice) -> WeightsSaved | tuple[WeightsSaved, ...]:
         if isinstance(k, slice):
-            return tuple(self._items[: self._n][k])
+            return tuple(map(self._item, range(self._n)[k]))
         if k < 0:
             k += self._n
         if not 0 <= k < self._n:
             raise IndexError("saves index out of range")
-        return self._items[k]
+        return self._item(k)
 
     def __iter__(self) -> Iterator[WeightsSaved]:
-        return iter(self._items[: self._n])
+        return map(self._item, range(self._n))
 
     def __reversed__(self) -> Iterator[WeightsSaved]:
-        items, n = self._items, self._n
-        return (items[k] for k in range(n - 1, -1, -1))
+        return map(self._item, range(self._n - 1, -1, -1))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Saves | tuple):
