@@ -574,8 +574,8 @@ def test_merged_means_match_the_exact_ones_within_a_stated_tolerance(
     # The approximation (history's docstring): the sums are exact at bucket edges, a window
     # end inside a bucket takes its share by linear interpolation. Stated tolerance, on the
     # policy's 100-iteration windows of a realistic noisy curve: 2 % at 5 times the cap
-    # (buckets of 16-32 iterations, as a 10 M-line log at the default cap), 10 % at 40 times
-    # (buckets of 256); never outside the values of the buckets the window touches.
+    # (buckets of 16-32 iterations; a 10 M-line log at the default cap has 8-16), 10 % at 40
+    # times (buckets of 256); never outside the values of the buckets the window touches.
     from supervisor.training import history
 
     cap = 1000

@@ -11,7 +11,7 @@ of the series stays as it is and the older raw entries are merged into buckets o
 each (an iteration range and the mean of its finite avg losses); once the buckets fill a quarter
 of the entries they are merged pairwise and `w` doubles. So a week-long log keeps O(`MAX_POINTS`)
 entries, the latest at full resolution, the older in buckets of about equal width that grows
-with the log (16-32 iterations for a 10 M-line log at the default cap). The approximation, only
+with the log (8-16 iterations for a 10 M-line log at the default cap). The approximation, only
 in a series that passed the cap (no shared log, curve or test does at the default):
 
 - the prefix sums and counts stay exact at bucket edges, so `mean` over a window whose ends fall
