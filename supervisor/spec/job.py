@@ -318,6 +318,15 @@ class EvaluationSpec(Section):
     )
 
 
+def _absolute_when_alone(data: Any, key: str, share: str) -> Any:
+    """A rule's iterations written alone (`patience`, `after`: job files from before the share
+    of the run existed) mean that many iterations on any run length: the share is turned off,
+    here in the parsed data so that job.yaml round-trips it."""
+    if isinstance(data, dict) and key in data and share not in data:
+        return {**data, share: None}
+    return data
+
+
 class PlateauRule(Rule):
     """Stop when mAP has not improved for a while."""
 
@@ -344,11 +353,7 @@ class PlateauRule(Rule):
     @model_validator(mode="before")
     @classmethod
     def _patience_alone(cls, data: Any) -> Any:
-        # A job file that names `patience` alone (written before `patience_share` existed)
-        # meant that many iterations on any run length; settled here so job.yaml round-trips.
-        if isinstance(data, dict) and "patience" in data and "patience_share" not in data:
-            return {**data, "patience_share": None}
-        return data
+        return _absolute_when_alone(data, "patience", "patience_share")
 
 
 class OverfitRule(Rule):
@@ -399,11 +404,7 @@ class NotLearningRule(Rule):
     @model_validator(mode="before")
     @classmethod
     def _after_alone(cls, data: Any) -> Any:
-        # A job file that names `after` alone (written before `after_share` existed) meant
-        # that iteration on any run length; settled here so that job.yaml round-trips it.
-        if isinstance(data, dict) and "after" in data and "after_share" not in data:
-            return {**data, "after_share": None}
-        return data
+        return _absolute_when_alone(data, "after", "after_share")
 
 
 class DivergedRule(Rule):
