@@ -266,6 +266,13 @@ def test_messages_left_undelivered_are_delivered_after_a_restart(
             timeout=90,
             what="the job's messages, delivered by the restarted daemon",
         )
+        # The outbox records each delivery after its answer came: wait for the last one
+        # (a SIGTERM between the two only means that message is sent again, same id).
+        wait_for(
+            lambda: (job_dir_summary(job_dir) or {}).get("pending") == 0,
+            timeout=30,
+            what="the outbox recording every delivery",
+        )
         got = rx.messages("/hook")
     assert got[0]["event"] == "started" and got[0]["job"] == {"name": "t", "id": str(job_id)}
     assert [m["event"] for m in got][-1] == "stopped"
