@@ -587,3 +587,8 @@ def test_plateau_patience_is_a_share_of_the_run_unless_written_alone() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(base + "stop: {plateau: {patience_share: 15}}\n", "job.yaml", Path("/j"))
     assert "patience_share" in str(info.value)
+    assert default.valid_k == Plateau().valid_k > 0
+    assert plateau("stop: {plateau: {valid_k: 0.0}}\n").valid_k == 0.0
+    with pytest.raises(SpecError) as info:
+        parse_spec(base + "stop: {plateau: {valid_k: -1.0}}\n", "job.yaml", Path("/j"))
+    assert "valid_k" in str(info.value)

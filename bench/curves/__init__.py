@@ -61,6 +61,12 @@ def curve_events(curve: dict[str, Any]) -> list[Event]:
                         ClassAP(p["class_id"], p["name"], p["ap"]) for p in e["per_class"]
                     ),
                     average_iou=e.get("average_iou"),
+                    precision=e.get("precision"),
+                    recall=e.get("recall"),
+                    f1=e.get("f1"),
+                    tp=e.get("tp"),
+                    fp=e.get("fp"),
+                    fn=e.get("fn"),
                     source="supervisor",
                 )
             )

@@ -80,7 +80,7 @@ def log_curve(path: Path) -> Curve:
         events.append(Iteration(it, avg, avg, 0.0))
         e = evals_at.get(it)
         if e is not None:
-            events.append(MapResult(it, e.map, e.valid))
+            events.append(dataclasses.replace(e.result, iteration=it, map=e.map, valid=e.valid))
     evals, last, first = _evals_of(events)
     # Both logs trained to their max_batches (53: 4 000; 04: 10 000, a few lines past it), a
     # cfg setting the log does not print: the last iteration stands for it.

@@ -43,6 +43,7 @@ def rules_for(stop: StopSpec) -> tuple[Rule, ...]:
                 min_delta=p.min_delta,
                 patience_share=p.patience_share,
                 after_last_step_share=p.after_last_step_share,
+                valid_k=p.valid_k,
             )
         )
     if stop.not_learning.enabled:

@@ -64,6 +64,7 @@ PLATEAU_PATIENCE = _PLATEAU.patience  # iterations without an mAP gain of at lea
 PLATEAU_MIN_DELTA = _PLATEAU.min_delta  # smaller gains count as no gain
 PLATEAU_PATIENCE_SHARE = _PLATEAU.patience_share  # ... or this share of the run, if less
 PLATEAU_AFTER_LAST_STEP_SHARE = _PLATEAU.after_last_step_share  # after the last rate step
+PLATEAU_VALID_K = _PLATEAU.valid_k  # the gain that counts grows on a small valid split
 OVERFIT_DROP = _OVERFIT.drop  # mAP this far below the best counts as a drop
 OVERFIT_CONFIRM = _OVERFIT.confirm  # evaluations in a row below best - drop
 OVERFIT_SPAN = _OVERFIT.span  # ... spanning at least this many iterations
@@ -348,6 +349,12 @@ class PlateauRule(Rule):
         default=PLATEAU_AFTER_LAST_STEP_SHARE,
         description="once an evaluation came after the cfg's last rate step: the patience is "
         "this share of the iterations left after that step (at least 100); null = off",
+    )
+    valid_k: Annotated[StrictFloat, Field(ge=0, le=5)] = Field(
+        default=PLATEAU_VALID_K,
+        description="the gain that counts is at least this many times the sampling σ of an "
+        "mAP on the valid split's N objects, √(p(1−p)/N) (N = TP + FN of the evaluations); "
+        "min_delta stays the floor; 0 = off",
     )
 
     @model_validator(mode="before")

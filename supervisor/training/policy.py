@@ -14,7 +14,7 @@ the README explains each choice.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -25,10 +25,12 @@ Number = int | float | None
 
 # Plateau defaults chosen leave-one-family-out on the whole curves (bench/RESULTS.md, "Stop
 # policy on whole curves"); None / 0 switches one off. The noise-scaled gain is off: every
-# k tried lost 1.5-3.8 points on a held-out curve (log 04, generous-good-s0).
+# k tried lost 1.5-3.8 points on a held-out curve (log 04, generous-good-s0). The gain scaled
+# by the valid split's size (VALID_K) was chosen at 0.3-0.4 in every fold; 0.3 is the lowest.
 PATIENCE_SHARE: float | None = 0.15
 AFTER_LAST_STEP_SHARE: float | None = 0.1
 NOISE_K: float = 0.0
+VALID_K: float = 0.3
 
 
 def pct(x: float) -> str:
@@ -166,12 +168,16 @@ class Plateau:
     - at the ceiling (the reference within the gain that counts of 100 %) no evaluation can
       show a gain, so the base patience applies with no step restart or doubling.
 
-    The gain that counts is `min_delta` or, when larger, `noise_k` × the evaluation noise σ
-    estimated from the curve: from the second differences of the latest `noise_window`
-    evaluations (variance 6σ² for white noise on any locally straight curve, so a steady rise
-    is not taken for noise), robustly through their median. Off by default (`noise_k` 0):
-    on the whole curves every k tried lost points on a held-out curve, because a 60-image
-    valid set swings as much as a slow climb gains (bench/RESULTS.md).
+    The gain that counts is `min_delta` or, when larger, `valid_k` × the sampling σ of an mAP
+    measured on the valid split's N objects, √(p(1−p)/N) with p the best mAP (N = TP + FN of
+    the latest evaluation that prints them): a 100-object split measures a 45 % mAP to ±5
+    points, so a 1-point "gain" there is noise, while 5 000 objects measure it to ±0.7 (the
+    default 0.3 asks 1.5 and 0.2 points of them). Or, when larger still, `noise_k` × the
+    evaluation noise σ estimated from the curve: from the second differences of the latest
+    `noise_window` evaluations (variance 6σ² for white noise on any locally straight curve, so
+    a steady rise is not taken for noise), robustly through their median. Off by default
+    (`noise_k` 0): on the whole curves every k tried lost points on a held-out curve, because a
+    60-image valid set swings as much as a slow climb gains (bench/RESULTS.md).
     """
 
     name: ClassVar[str] = "plateau"
@@ -184,6 +190,7 @@ class Plateau:
     after_last_step_min: int = 100
     noise_k: float = NOISE_K
     noise_window: int = 10
+    valid_k: float = VALID_K
 
     def base_patience(self, s: Schedule) -> int:
         """The patience for this run's schedule, before the last-step factor."""
@@ -203,7 +210,7 @@ class Plateau:
 
     def check(self, h: History, s: Schedule) -> Stop | None:
         delta, sigma, ref, latest = _plateau_state(
-            h.evaluations, self.min_delta, self.noise_k, self.noise_window
+            h.evaluations, self.min_delta, self.noise_k, self.noise_window, self.valid_k
         )
         if ref is None or latest is None or h.best is None:
             return None
@@ -216,7 +223,7 @@ class Plateau:
             # the latest evaluations, most of them from before the drop, would hide the small
             # real gains the drop brings.
             delta, sigma, ref, latest = _plateau_state(
-                h.evaluations, self.min_delta, 0.0, self.noise_window
+                h.evaluations, self.min_delta, 0.0, self.noise_window, self.valid_k
             )
             assert ref is not None and latest is not None
         since = ref.iteration
@@ -240,8 +247,14 @@ class Plateau:
         if latest - since < patience:
             return None
         gain = f"{points(delta)}"
-        if delta > self.min_delta:
+        sampled, objects = sampling_sigma([e for e in h.evaluations if e.valid])
+        if delta > self.min_delta and delta == self.noise_k * sigma:
             gain += f" ({self.noise_k:g}× the evaluation noise σ {points(sigma)})"
+        elif delta > self.min_delta:
+            gain += (
+                f" ({self.valid_k:g}× the σ {points(sampled)} of an mAP measured on "
+                f"{objects} valid objects)"
+            )
         why = (
             f"mAP has not gained {gain} over {pct(ref.map)} (iteration {ref.iteration}) for "
             f"{h.iteration - ref.iteration} iterations; best {pct(h.best.map)} at iteration "
@@ -290,21 +303,27 @@ class Plateau:
 # History keeps the same tuple object until the next evaluation, so the answer is remembered
 # by identity (the tuple is held, so its id cannot be reused while remembered).
 _PlateauState = tuple[float, float, Evaluation | None, int | None]
-_MEMO: dict[tuple[int, float, float, int], tuple[tuple[Evaluation, ...], _PlateauState]] = {}
+_MEMO: dict[tuple[int, float, float, int, float], tuple[Sequence[Evaluation], _PlateauState]] = {}
 
 
 def _plateau_state(
-    evals: tuple[Evaluation, ...], min_delta: float, noise_k: float, noise_window: int
+    evals: Sequence[Evaluation],
+    min_delta: float,
+    noise_k: float,
+    noise_window: int,
+    valid_k: float = 0.0,
 ) -> _PlateauState:
     """The gain that counts, the noise σ, the plateau reference and the latest valid
     evaluation's iteration."""
-    key = (id(evals), min_delta, noise_k, noise_window)
+    key = (id(evals), min_delta, noise_k, noise_window, valid_k)
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is evals:
         return hit[1]
     valid = [e for e in evals if e.valid]
     sigma = evaluation_noise([e.map for e in valid[-noise_window:]]) if noise_k else 0.0
     delta = max(min_delta, noise_k * sigma)
+    if valid_k and valid:
+        delta = max(delta, valid_k * sampling_sigma(valid)[0])
     ref = _plateau_reference(valid, delta)
     latest = valid[-1].iteration if valid else None
     if len(_MEMO) >= 64:
@@ -312,6 +331,21 @@ def _plateau_state(
     state = (delta, sigma, ref, latest)
     _MEMO[key] = (evals, state)
     return state
+
+
+def sampling_sigma(valid: Sequence[Evaluation]) -> tuple[float, int]:
+    """σ of an mAP measured on the valid split's N objects, as a proportion's: √(p(1−p)/N), p the
+    best mAP so far, N = TP + FN of the latest evaluation that prints them (every ground-truth
+    box is found or missed); and N. (0, 0) when no evaluation says N."""
+    n = next(
+        (e.result.tp + e.result.fn for e in reversed(valid)
+         if e.result.tp is not None and e.result.fn is not None),
+        0,
+    )  # fmt: skip
+    if n <= 0:
+        return 0.0, 0
+    p = min(1.0, max(e.map for e in valid))
+    return math.sqrt(p * (1.0 - p) / n), n
 
 
 def evaluation_noise(maps: list[float]) -> float:
