@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import pickle
 import random
 from array import array
 from pathlib import Path
@@ -28,7 +29,7 @@ from supervisor.training.events import (
     Tick,
     WeightsSaved,
 )
-from supervisor.training.history import LOSS_WINDOW, History, Saves, build
+from supervisor.training.history import LOSS_WINDOW, Evaluation, Evaluations, History, Saves, build
 from supervisor.training.policy import (
     Diverged,
     IterationBudget,
@@ -261,6 +262,59 @@ def test_saves_are_a_shared_sequence_equal_to_the_tuple() -> None:
         WeightsSaved("c/x.weights", 7),
     ]
     assert len(big.saves) == 31_000 and big.saves._paths == ["b/t.backup"]
+
+
+def test_evaluations_are_a_shared_sequence_equal_to_the_tuple() -> None:
+    h = History()
+    for i in range(1, 20_001):
+        h = h.add(Iteration(10 * i, 1.0, 1.0, 0.001)).add(MapResult(10 * i, (i % 97) / 100))
+        if i == 10:
+            early = h
+    evals = h.evaluations
+    assert isinstance(evals, Evaluations) and len(evals) == 20_000 and evals
+    assert [e.iteration for e in evals] == [10 * i for i in range(1, 20_001)]
+    assert evals[-1].iteration == 200_000 and evals[0].map == 0.01
+    assert [e.iteration for e in reversed(evals)][:2] == [200_000, 199_990]
+    assert evals[2:4] == (evals[2], evals[3]) and isinstance(evals[2:4], tuple)
+    assert evals == tuple(evals) and evals != tuple(evals)[:-1] and evals[-1] in evals
+    with pytest.raises(IndexError):
+        evals[20_000]
+    assert History().evaluations == () and not History().evaluations
+    # One list for every snapshot (not 20 000 growing tuples), items the objects added.
+    assert evals._items is early.evaluations._items and early.evaluations[9] is evals[9]
+    assert len(early.evaluations) == 10 and list(early.evaluations) == list(evals[:10])
+    assert early.best is not None and early.best.iteration == 100
+    # A pickle holds the snapshot's own items, not the shared list behind it.
+    back = pickle.loads(pickle.dumps(early.evaluations))
+    assert back == early.evaluations and len(back._items) == 10
+    # Between evaluations the sequence is the same object: the policy's memo holds it by id.
+    assert h.add(Iteration(200_001, 1.0, 1.0, 0.001)).evaluations is evals
+    # A tuple given to the constructor is taken as it is, and grows as the shared sequence.
+    first = Evaluation(5, 0.2, True, None, MapResult(5, 0.2))
+    grown = History(evaluations=(first,)).add(MapResult(6, 0.3))
+    assert isinstance(grown.evaluations, Evaluations)
+    assert [e.iteration for e in grown.evaluations] == [5, 6]
+
+
+def test_histories_branching_from_one_parent_do_not_see_each_others_evaluations() -> None:
+    parent = build([Iteration(i, 1.0, 1.0, 0.001) for i in range(1, 301)])
+    for it in (100, 200, 300):
+        parent = parent.add(MapResult(it, it / 1000))
+    a = parent.add(MapResult(400, 0.5))
+    b = parent.add(MapResult(400, 0.9))  # written from the same parent, no longer the tip
+    a2 = a.add(MapResult(500, 0.6))
+    b2 = b.add(MapResult(500, 0.1)).add(MapResult(600, 0.2))
+    c = parent.add(MapResult(700, 0.05))  # a third branch, after both grew
+    assert [e.map for e in parent.evaluations] == [0.1, 0.2, 0.3]
+    assert [e.map for e in a.evaluations] == [0.1, 0.2, 0.3, 0.5]
+    assert [e.map for e in b.evaluations] == [0.1, 0.2, 0.3, 0.9]
+    assert [e.map for e in a2.evaluations] == [0.1, 0.2, 0.3, 0.5, 0.6]
+    assert [e.map for e in b2.evaluations] == [0.1, 0.2, 0.3, 0.9, 0.1, 0.2]
+    assert [e.map for e in c.evaluations] == [0.1, 0.2, 0.3, 0.05]
+    assert [e.iteration for e in reversed(b2.evaluations)] == [600, 500, 400, 300, 200, 100]
+    assert a2.evaluations[-1].map == 0.6 and a.evaluations[-1].map == 0.5
+    assert (a2.best, b2.best, c.best) == (a2.evaluations[4], b.evaluations[3], parent.best)
+    assert parent.evaluated(300) and not parent.evaluated(400) and not a.evaluated(600)
 
 
 def test_history_has_the_fields_its_copy_sets() -> None:

@@ -34,9 +34,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
-from itertools import accumulate, repeat
+from itertools import accumulate, islice, repeat
 from operator import add, sub, truediv
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from supervisor.training.events import (
     Event,
@@ -572,6 +572,85 @@ class Evaluation:
     result: MapResult
 
 
+class Evaluations(Sequence[Evaluation]):
+    """Every evaluation so far: an immutable view of a shared append-only list, as `Saves`.
+
+    A tuple grown by one per evaluation copied every earlier one each time: quadratic in
+    evaluations (a log evaluated every 10 iterations for a million iterations has 100 000).
+    Snapshots share the list, each seeing its first `n` items; a writer that is not at the tip
+    (an older snapshot, a second history branching from the same parent) copies its prefix
+    before it appends, so no snapshot ever sees another's evaluations. Items are the
+    `Evaluation` objects added (identical, not rebuilt). Compares equal to a tuple or another
+    `Evaluations` with the same items; slices are tuples. One writer at a time, as for the
+    rest of `History`: two threads appending at the same tip at once would share a slot.
+    """
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: Iterable[Evaluation] = ()) -> None:
+        self._items: list[Evaluation] = list(items)
+        self._n = len(self._items)
+
+    def append(self, ev: Evaluation) -> Evaluations:
+        """This sequence with `ev` at the end; `self` is left as it was."""
+        items, n = self._items, self._n
+        if n != len(items):
+            items = items[:n]  # not the tip: a branch of its own
+        items.append(ev)
+        new = _new(Evaluations)
+        new._items, new._n = items, n + 1
+        return new
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, k: int) -> Evaluation: ...
+    @overload
+    def __getitem__(self, k: slice) -> tuple[Evaluation, ...]: ...
+    def __getitem__(self, k: int | slice) -> Evaluation | tuple[Evaluation, ...]:
+        if isinstance(k, slice):
+            return tuple(map(self._items.__getitem__, range(self._n)[k]))
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError("evaluations index out of range")
+        return self._items[k]
+
+    def __iter__(self) -> Iterator[Evaluation]:
+        return islice(self._items, self._n)
+
+    def __reversed__(self) -> Iterator[Evaluation]:
+        return map(self._items.__getitem__, range(self._n - 1, -1, -1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Evaluations | tuple):
+            return len(other) == self._n and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable storage underneath, as Saves
+
+    def __repr__(self) -> str:
+        return f"Evaluations({tuple(self)!r})"
+
+    def __reduce__(self) -> tuple[type[Evaluations], tuple[tuple[Evaluation, ...]]]:
+        # A pickle or deep copy holds this snapshot's items, not the whole shared list.
+        return Evaluations, (tuple(self),)
+
+
+if TYPE_CHECKING:
+    # What `History.evaluations` is declared as until the two callers that annotate it as a
+    # tuple (`training/policy.py` `_plateau_state`, `training/quiet.py` `_settled`) take a
+    # `Sequence[Evaluation]`: at run time it is an `Evaluations`, which they only iterate and
+    # hold by identity. Then this becomes `Evaluations` everywhere.
+    _EvaluationsField = tuple[Evaluation, ...]
+
+    def _no_evaluations() -> _EvaluationsField: ...
+
+else:
+    _EvaluationsField = _no_evaluations = Evaluations
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     """Everything the policy may look at, as of one moment of a training.
@@ -579,7 +658,8 @@ class History:
     Attributes:
         loss: avg loss per iteration (the later launch's value where iterations repeat).
         last: the latest iteration line (None before the first).
-        evaluations: every mAP evaluation in order, invalid ones included (never a best).
+        evaluations: every mAP evaluation in order, invalid ones included (never a best): an
+            `Evaluations` sequence, shared between snapshots.
         best: the best valid evaluation; on ties the earliest wins.
         min_avg_loss / min_avg_loss_iteration: the lowest finite avg loss so far.
         nan_streak: consecutive iteration lines with a non-finite avg loss.
@@ -595,7 +675,7 @@ class History:
     last: Iteration | None = None
     first_iteration: int | None = None
     iteration_lines: int = 0
-    evaluations: tuple[Evaluation, ...] = ()
+    evaluations: _EvaluationsField = field(default_factory=_no_evaluations)
     best: Evaluation | None = None
     min_avg_loss: float | None = None
     min_avg_loss_iteration: int | None = None
@@ -794,8 +874,11 @@ class History:
         valid = m.valid and math.isfinite(m.map) and 0.0 <= m.map <= 1.0
         ev = Evaluation(iteration, m.map, valid, self.loss_around(iteration), m)
         better = valid and (self.best is None or m.map > self.best.map)
+        evals: Sequence[Evaluation] = self.evaluations
+        if not isinstance(evals, Evaluations):  # a tuple passed to History(evaluations=…)
+            evals = Evaluations(evals)
         h = self._copy()
-        _SET["evaluations"](h, (*self.evaluations, ev))
+        _SET["evaluations"](h, evals.append(ev))
         _SET["best"](h, ev if better else self.best)
         return h
 
