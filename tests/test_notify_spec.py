@@ -52,7 +52,9 @@ def test_every_target_type_loads() -> None:
     assert kinds == ["slack", "discord", "teams", "mattermost", "telegram", "webhook"]
     slack, discord, _, _, telegram, webhook = spec.notify
     assert slack.endpoint == SLACK_URL
-    assert slack.events == ("started", "new_best", "warning", "relaunched", "stopped", "failed")
+    assert slack.events == (
+        "started", "new_best", "warning", "relaunched", "stopped", "failed", "diagnosis",
+    )  # fmt: skip
     assert discord.events == ("stopped", "failed")
     assert telegram.endpoint == f"https://api.telegram.org/bot{TOKEN}"
     assert telegram.chat_id == "-1001234"

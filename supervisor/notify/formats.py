@@ -242,6 +242,7 @@ _TEAMS_COLORS = {
     "new_best": "Good",
     "warning": "Warning",
     "relaunched": "Warning",
+    "diagnosis": "Warning",
     "failed": "Attention",
     "started": "Accent",
 }

@@ -3,9 +3,11 @@ command (`trainsup run`, later the daemon per job) makes to get them.
 
 Records → events: JobStarted → started; NewBest → new_best (rate-limited per target: at most
 one per `new_best_interval`, the latest held best sent when the interval ends); Warning →
-warning; Relaunched → relaunched; Finished → stopped (status stopped/finished/cancelled) or
-failed (failed/killed). new_best, stopped and failed name `<job_dir>/chart.png`, uploaded
-where the service takes files if it exists when the message is sent. A Decision record is
+warning; Relaunched → relaunched (why and what changed: `reasons.py`); Diagnosis → diagnosis
+when the live pattern becomes a problem, once per pattern per job; Finished → stopped (status
+stopped/finished/cancelled) or failed (failed/killed). new_best, diagnosis, stopped and failed
+name `<job_dir>/chart.png`, uploaded where the service takes files if it exists when the
+message is sent. A Decision record is
 remembered for the stopped message that follows it; the latest NewBest too, so that a
 Finished record without `best` still says it.
 
@@ -66,6 +68,7 @@ class NotifyListener:
         self._last_best: dict[str, float] = {}  # target key → record time of the last sent
         self._held: dict[str, Record] = {}  # target key → the newest best not sent yet
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._diagnosed: set[str] | None = None  # the patterns already told, read lazily
         self.finished = False
 
     def __call__(self, record: Record) -> None:
@@ -96,6 +99,10 @@ class NotifyListener:
         event = event_of(record)
         if event is None:
             return
+        if event == "diagnosis":
+            if not self._first_of_pattern(str(record.get("pattern"))):
+                return
+            record = self._with_chart(record)
         if kind == "Finished":
             # The stopped/failed message carries the best: a held new_best would only repeat
             # it, after it.
@@ -108,6 +115,22 @@ class NotifyListener:
         message = compose(self.job, record)
         if message is not None:
             self._add(message, [t for t in self.targets if event in t.events])
+
+    def _first_of_pattern(self, pattern: str) -> bool:
+        """Whether `pattern` is news for this job: not told before, in this process or in an
+        earlier one whose messages the job dir's outbox holds (`run --attach`, a restarted
+        daemon: its diagnosis watch starts afresh and publishes the standing verdict again).
+        A pattern that comes back after the diagnosis moved away is not told twice either."""
+        if self._diagnosed is None:
+            self._diagnosed = {
+                str(d.message.numbers.get("pattern"))
+                for d in self.outbox.deliveries()
+                if d.message.event == "diagnosis"
+            }
+        if pattern in self._diagnosed:
+            return False
+        self._diagnosed.add(pattern)
+        return True
 
     def _with_chart(self, record: Record) -> Record:
         """`record` naming the job dir's chart: the path, not the picture, goes into the

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from supervisor.notify.reasons import diagnosis_words, is_news, relaunch_words
 from supervisor.spec.notify import EventName
 
 ICONS: dict[str, str] = {
@@ -21,6 +23,7 @@ ICONS: dict[str, str] = {
     "new_best": "★",
     "warning": "⚠",
     "relaunched": "↻",
+    "diagnosis": "⚕",
     "stopped": "■",
     "failed": "✖",
     "test": "✔",
@@ -32,6 +35,7 @@ COLORS: dict[str, str] = {
     "new_best": "#22c55e",
     "warning": "#f59e0b",
     "relaunched": "#f59e0b",
+    "diagnosis": "#f59e0b",
     "stopped": "#6b7280",
     "failed": "#ef4444",
     "test": "#3b82f6",
@@ -243,21 +247,16 @@ def warning(job: JobFacts, r: dict[str, Any]) -> Message:
     return _make(job, "warning", r, f"{job.name} {message}", numbers=numbers)
 
 
-def _change_text(change: object) -> str:
-    if isinstance(change, dict):
-        return ", ".join(f"{k}={v}" for k, v in change.items())
-    return str(change) if change else ""
-
-
 def relaunched(job: JobFacts, r: dict[str, Any]) -> Message:
-    reason, it, change = r.get("reason") or "relaunched", r.get("iteration"), r.get("change")
-    title = f"{job.name}: {reason}"
-    if it is not None:
-        title += f" at {count(it)}"
-    ch = _change_text(change)
-    title += f" — relaunched with {ch}" if ch else " — relaunched"
-    numbers = {"reason": r.get("reason"), "iteration": it, "change": change}
-    return _make(job, "relaunched", r, title, numbers=numbers)
+    w = relaunch_words(r)
+    return _make(job, "relaunched", r, f"{job.name}: {w.head}", w.text, list(w.facts), w.numbers)
+
+
+def diagnosis(job: JobFacts, r: dict[str, Any]) -> Message | None:
+    w = diagnosis_words(r)
+    if w is None:
+        return None
+    return _make(job, "diagnosis", r, f"{job.name}: {w.head}", w.text, list(w.facts), w.numbers)
 
 
 def _best_facts(job: JobFacts, r: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -350,16 +349,20 @@ def event_of(record: dict[str, Any]) -> EventName | None:
         return "warning"
     if kind == "Relaunched":
         return "relaunched"
+    if kind == "Diagnosis":
+        # Only a problem is news: a move to good, or the early "too early", is not sent.
+        return "diagnosis" if is_news(record) else None
     if kind == "Finished":
         return "failed" if record.get("status") in ("failed", "killed") else "stopped"
     return None
 
 
-COMPOSERS = {
+COMPOSERS: dict[str, Callable[[JobFacts, dict[str, Any]], Message | None]] = {
     "JobStarted": started,
     "NewBest": new_best,
     "Warning": warning,
     "Relaunched": relaunched,
+    "Diagnosis": diagnosis,
     "Finished": finished,
 }
 

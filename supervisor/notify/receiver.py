@@ -28,6 +28,8 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from supervisor.notify.reasons import QUIET_PATTERNS
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -195,8 +197,10 @@ def webhook_section(url: str) -> str:
 def mismatches_with_report(messages: list[Any], report: dict[str, Any]) -> list[str]:
     """What one job's generic-webhook messages (`Receiver.messages`) say that its report.json
     does not; [] when they agree. Checked: one `started`; every `new_best` is an evaluation of
-    the report at that iteration with that mAP, and the bests rise; exactly one final
-    `stopped`/`failed`, last, whose status, rule, reason, best and kept are the report's."""
+    the report at that iteration with that mAP, and the bests rise; every `diagnosis` a
+    problem, none told twice; the `relaunched` triggers those that ended the report's launches;
+    exactly one final `stopped`/`failed`, last, whose status, rule, reason, best and kept are
+    the report's."""
     out: list[str] = []
     unique = list({m["id"]: m for m in messages}.values())  # at-least-once: repeats allowed
     events = [m["event"] for m in unique]
@@ -212,6 +216,18 @@ def mismatches_with_report(messages: list[Any], report: dict[str, Any]) -> list[
     maps = [m["map"] for m in bests]
     if maps != sorted(maps):
         out.append(f"new_best mAPs do not rise: {maps}")
+    told = [m.get("pattern") for m in unique if m["event"] == "diagnosis"]
+    if len(told) != len(set(told)) or QUIET_PATTERNS & set(told):
+        out.append(f"diagnosis messages not one per problem pattern: {told}")
+    if isinstance(report.get("launches"), list):
+        ended = [
+            launch["ended_by"].get("trigger")
+            for launch in report["launches"]
+            if isinstance(launch, dict) and isinstance(launch.get("ended_by"), dict)
+        ]
+        triggers = [m.get("trigger") for m in unique if m["event"] == "relaunched"]
+        if triggers != ended:
+            out.append(f"relaunched triggers {triggers}, report.json's launches: {ended}")
     ends = [m for m in unique if m["event"] in ("stopped", "failed")]
     if len(ends) != 1 or unique[-1] is not ends[-1]:
         out.append(f"{len(ends)} final messages, or not last: {events}")

@@ -5,7 +5,7 @@ notify:
   - type: webhook          # slack | discord | teams | mattermost | telegram | webhook
     url: ${HOOK_URL}       # or the URL itself; telegram: token + chat_id instead
     secret: ${HOOK_SECRET} # webhook only: HMAC-SHA256 key for X-Trainsup-Signature
-    events: [started, new_best, warning, relaunched, stopped, failed]   # default: all
+    events: [started, new_best, warning, relaunched, stopped, failed, diagnosis]  # default: all
     new_best_interval: 10m # at most one new_best message per this long; null = every one
 ```
 
@@ -45,7 +45,9 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from supervisor.redact import REDACTED, redact_url, register_secret
 
-EventName = Literal["started", "new_best", "warning", "relaunched", "stopped", "failed"]
+EventName = Literal[
+    "started", "new_best", "warning", "relaunched", "stopped", "failed", "diagnosis"
+]
 EVENTS: tuple[EventName, ...] = get_args(EventName)
 TargetType = Literal["slack", "discord", "teams", "mattermost", "telegram", "webhook"]
 TELEGRAM_API = "https://api.telegram.org"
