@@ -65,6 +65,19 @@ class SplitSummary:
             "objects_per_class": _per_class(self.objects_per_class, names),
         }
 
+    @classmethod
+    def from_json(cls, name: str, d: dict[str, Any]) -> SplitSummary:
+        return cls(
+            name=name,
+            list_file=str(d["list"]),
+            images=int(d["images"]),
+            missing=int(d["missing"]),
+            labelled=int(d["labelled"]),
+            negatives=int(d["negatives"]),
+            objects=int(d["objects"]),
+            objects_per_class=tuple(int(n) for n in d["objects_per_class"].values()),
+        )
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -111,6 +124,27 @@ class Summary:
             },
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Summary:
+        checked = d["checked"]
+        return cls(
+            data=str(d["data"]),
+            cfg=None if d["cfg"] is None else str(d["cfg"]),
+            flavour=d["flavour"],
+            classes=None if d["classes"] is None else int(d["classes"]),
+            names=tuple(str(n) for n in d["names"]),
+            splits=tuple(SplitSummary.from_json(k, v) for k, v in d["splits"].items()),
+            image_sizes=tuple(
+                (int(s["width"]), int(s["height"]), int(s["images"])) for s in d["image_sizes"]
+            ),
+            image_modes=tuple((str(m), int(n)) for m, n in d["image_modes"].items()),
+            files_checked=int(checked["images"]),
+            from_cache=int(checked["from_cache"]),
+            workers=int(checked["workers"]),
+            seconds=float(checked["seconds"]),
+            decode=bool(checked["decode"]),
+        )
+
 
 def _per_class(counts: Sequence[int], names: Sequence[str]) -> dict[str, int]:
     return {(names[i] if i < len(names) else str(i)): n for i, n in enumerate(counts)}
@@ -128,6 +162,28 @@ class CheckReport:
         summary = self.summary.to_json()
         summary["findings"] = {s: self.count(s) for s in SEVERITIES}
         return {"summary": summary, "findings": [f.to_json() for f in self.findings]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CheckReport:
+        """The report `to_json` wrote (e.g. the daemon's copy, kept from submit to start).
+        Round-trips but for the rounding of the ratios and seconds, and per-class counts of
+        classes that share a name (keyed by name in the JSON). KeyError, TypeError or
+        ValueError when `d` is not such a report."""
+        findings = tuple(
+            Finding(
+                severity=f["severity"],
+                code=str(f["code"]),
+                file=f["file"],
+                line=f["line"],
+                message=str(f["message"]),
+                fix=str(f["fix"]),
+            )
+            for f in d["findings"]
+        )
+        bad = {f.severity for f in findings} - set(SEVERITIES)
+        if bad:
+            raise ValueError(f"unknown finding severity {sorted(bad)[0]!r}")
+        return cls(Summary.from_json(d["summary"]), findings)
 
     def exit_status(self, strict: bool = False) -> int:
         """2 with any error; 1 with warnings when `strict`; else 0 (notes never count)."""

@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from supervisor.darknet.cfg import CfgError, DataFile
-from supervisor.dataset.check import check_dataset
+from supervisor.dataset.check import CheckReport, check_dataset
 from supervisor.dataset.lists import read_list
 from supervisor.dataset.render import format_report
-from supervisor.runtime.preflight import check_binary
+from supervisor.runtime.preflight import accept_findings, check_binary
 from supervisor.service.config import DaemonConfig
 from supervisor.spec import JobSpec, SpecError, parse_spec
 
@@ -43,6 +43,9 @@ class Admitted:
     binary_name: str
     binary_path: str
     gpus: list[int]
+    # The pre-flight's report, for the runner's diagnosis (as `trainsup run` passes its own);
+    # None with `preflight: off`.
+    check: CheckReport | None = None
 
 
 def admit(
@@ -106,15 +109,16 @@ def admit(
     if reasons:
         raise Refused(reasons)
     # Only now, with every path known to be inside the roots, are the files read.
-    reasons += preflight_problems(config, spec, str(binary.path))
-    if reasons:
-        raise Refused(reasons)
+    problems, report = preflight(config, spec, str(binary.path))
+    if problems:
+        raise Refused(problems)
     return Admitted(
         spec=spec,
         spec_text=spec_text,
         binary_name=name,
         binary_path=str(binary.path),
         gpus=gpus,
+        check=report,
     )
 
 
@@ -136,15 +140,18 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def preflight_problems(config: DaemonConfig, spec: JobSpec, binary: str) -> list[str]:
+def preflight(
+    config: DaemonConfig, spec: JobSpec, binary: str
+) -> tuple[list[str], CheckReport | None]:
     """What `trainsup check` would refuse: the binary proven darknet (and the settings its
     flavour takes), then the dataset's errors (headers only, one process: the daemon shares
-    the machine with trainings)."""
+    the machine with trainings); and the dataset's report, None with `preflight: off`.
+    The job's `checks.accept` applies as under `trainsup run`."""
     check = check_binary(spec, binary)
     if not check.ok or check.probe is None:
-        return [f"{key}: {message}" for key, message in check.problems]
+        return [f"{key}: {message}" for key, message in check.problems], None
     if config.preflight == "off":
-        return []
+        return [], None
     report = check_dataset(
         spec.darknet.data,
         spec.darknet.cfg,
@@ -154,9 +161,10 @@ def preflight_problems(config: DaemonConfig, spec: JobSpec, binary: str) -> list
         managed_backup=True,
         decode=False,
     )
+    report = accept_findings(report, spec.checks.accept)
     if report.exit_status() == 2 and config.preflight == "block":
-        return [format_report(report)]
-    return []
+        return [format_report(report)], report
+    return [], report
 
 
 class _Roots:

@@ -32,6 +32,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from supervisor.darknet.cfg import Cfg, CfgError
+from supervisor.dataset.check import CheckReport
 from supervisor.notify.listener import NOTIFY_FLUSH_S, Notifications, attach_notifications
 from supervisor.notify.outbox import job_dir_summary
 from supervisor.runtime.chart_listener import attach_chart
@@ -283,6 +284,7 @@ class Daemon:
                     # keep their secrets.
                     spec = parse_spec(row["spec_text"], row["source"], Path(row["base_dir"]))
                     runner = JobRunner.for_job_dir(job_dir, self._runner_config(row), spec=spec)
+                    runner.check = self._check_report(job_id)
                 except (JobSetupError, SpecError) as e:
                     self.store.transition(job_id, "failed", "cannot re-adopt", error=str(e))
                     continue
@@ -377,8 +379,23 @@ class Daemon:
                                   device=json.dumps(device), job_dir=str(job_dir),
                                   started=time.time())  # fmt: skip
             runner = JobRunner(spec, job_dir, self._runner_config(row), attach=False)
+            runner.check = self._check_report(job_id)  # as `trainsup run` passes its pre-flight's
             log.info("starting", name=row["name"], device=device or "cpu")
             self._spawn(job_id, runner, device, launched=False)
+
+    def _check_report(self, job_id: int) -> CheckReport | None:
+        """The pre-flight report kept at submit, for the runner's diagnosis (the split sizes and
+        findings `trainsup run` gives its runner); None where the check was off or the kept
+        copy cannot be read (the diagnosis then goes without it, and the log says why)."""
+        text = self.store.check_report(job_id)
+        if text is None:
+            return None
+        try:
+            return CheckReport.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("the kept pre-flight report cannot be read; diagnosing without it",
+                        error=f"{type(e).__name__}: {e}")  # fmt: skip
+            return None
 
     def _runner_config(self, row: dict[str, Any]) -> RunnerConfig:
         k = self.config.runner
@@ -534,6 +551,7 @@ class Daemon:
             binary_path=admitted.binary_path,
             gpus=admitted.gpus,
             user=user,
+            check_report=None if admitted.check is None else json.dumps(admitted.check.to_json()),
         )
         log.info("submitted", job_id=job_id, name=admitted.spec.name, priority=priority,
                  after=after, user=user)  # fmt: skip

@@ -113,6 +113,15 @@ MIGRATIONS: tuple[str, ...] = (
                json_extract(data, '$.source') AS source, time
         FROM events WHERE type = 'MapResult';
     """,
+    # 1 → 2: the pre-flight check's report (CheckReport.to_json) from submit, for the runner's
+    # diagnosis when the job starts or is re-adopted; no row where the check was off. A table
+    # of its own: the queue pass reads whole job rows, a large dataset's report is big.
+    """
+    CREATE TABLE checks (
+        job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+        report TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,6 +195,7 @@ class Store:
         gpus: list[int],
         user: str | None,
         reason: str = "submitted",
+        check_report: str | None = None,
     ) -> int:
         now = time.time()
         with self._tx():
@@ -208,6 +218,10 @@ class Store:
                 ),
             )
             job_id = int(cur.lastrowid or 0)
+            if check_report is not None:
+                self.db.execute(
+                    "INSERT INTO checks (job_id, report) VALUES (?, ?)", (job_id, check_report)
+                )
             self.db.execute(
                 "INSERT INTO transitions (job_id, time, from_state, to_state, reason)"
                 " VALUES (?, ?, NULL, 'queued', ?)",
@@ -276,6 +290,11 @@ class Store:
             (job_id,),
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def check_report(self, job_id: int) -> str | None:
+        """The pre-flight report (JSON text) kept at submit; None where no check ran."""
+        row = self.db.execute("SELECT report FROM checks WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row["report"])
 
     def kept(self, job_id: int) -> list[dict[str, Any]]:
         rows = self.db.execute(
