@@ -23,20 +23,23 @@ from supervisor.darknet.analyze import (
     format_analysis,
     terminal_progress,
 )
-from supervisor.darknet.logparse import parse_file
+from supervisor.darknet.logparse import LogFile, LogParser
 from supervisor.runtime.jobpolicy import policy_for
 from supervisor.training.events import Event, Iteration, MapResult
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import IterationBudget, Policy, Stop
-from supervisor.training.schedule import Schedule, infer_schedule
+from supervisor.training.schedule import Schedule, infer_schedule, with_printed_max_batches
 
 
 def kept_in_a_list(path: Path, policy: Policy, schedule: Schedule | None = None) -> Analysis:
-    """The replay as it was: every event in a list, the schedule from all of them, then the
-    history and the policy over the list."""
-    events: list[Event] = list(parse_file(path))
+    """The replay as it was: every event in a list, the schedule from all of them (and the
+    max_batches the parser read off the status line), then the history and the policy over the
+    list."""
+    parser = LogParser()
+    events: list[Event] = list(LogFile(path).events(parser))
     if schedule is None:
-        schedule = infer_schedule(e for e in events if isinstance(e, Iteration))
+        inferred = infer_schedule(e for e in events if isinstance(e, Iteration))
+        schedule = with_printed_max_batches(inferred, parser.printed_max_batches)
     h = History()
     stop: Stop | None = None
     kept: Evaluation | None = None
@@ -110,11 +113,18 @@ def test_a_wrong_rate_scan_is_caught_and_the_replay_redone(
 @pytest.mark.shared_logs
 def test_scan_guesses_the_parsers_schedule_on_every_shared_log(logs_dir: Path) -> None:
     wrong = []
+    printed = []
     for path in sorted(logs_dir.glob("*.log")):
-        its = [e for e in parse_file(path) if isinstance(e, Iteration)]
-        if analyze_mod._scan_rates(path, None).schedule() != infer_schedule(its):
+        parser = LogParser()
+        its = [e for e in LogFile(path).events(parser) if isinstance(e, Iteration)]
+        want = with_printed_max_batches(infer_schedule(its), parser.printed_max_batches)
+        if analyze_mod._scan_rates(path, None).schedule() != want:
             wrong.append(path.name)
+        if parser.printed_max_batches is not None:
+            printed.append(path.name[:2])
     assert wrong == []
+    # The shared logs with AlexeyAB's status line: 05 and 55 in the 2023 form, 53 and 57 the older.
+    assert printed == ["05", "53", "55", "57"]
 
 
 def test_rate_runs_give_the_schedule_of_all_rates() -> None:

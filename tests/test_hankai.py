@@ -22,7 +22,14 @@ from supervisor.darknet.weights import expected_weights_size
 from supervisor.dataset.demo import STOCK_CFG, write_demo_cfg
 from supervisor.dataset.synth import make_shapes_dataset
 from supervisor.runtime.binary import probe_binary
-from supervisor.training.events import Event, FatalError, Iteration, MapResult, WeightsSaved
+from supervisor.training.events import (
+    Event,
+    FatalError,
+    GpuError,
+    Iteration,
+    MapResult,
+    WeightsSaved,
+)
 from tests.standins.hankai_standin import DEFAULT_MAPS, FORMATS, synthetic_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,6 +251,37 @@ def test_fatal_error_box_is_a_fatal_error(
     assert f'failed to open annotation file "{missing}"' in done.stdout
     fatal = [e for e in parse(done.stdout)[1] if isinstance(e, FatalError)]
     assert fatal and "failed to open annotation file" in fatal[0].message
+
+
+@pytest.mark.parametrize(("fmt", "colour"), [("v3.0", False), ("master", True), ("master", False)])
+def test_a_cuda_error_box_is_a_gpu_error_as_alexeyabs(fmt: str, colour: bool) -> None:
+    # `check_cuda_error`'s box (docs/hankai.md §6), written and aborted on by the stand-in's
+    # `darknet_fatal_error`: a "cuda" GpuError, as AlexeyAB's `CUDA Error: …`, not a FatalError.
+    message = (
+        "current CUDA error: status=700 cudaErrorIllegalAddress: an illegal memory access was"
+        " encountered"
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.standins.hankai_standin import Console, fatal\n"
+        f"print('CUDA status error: /src/darknet/src-lib/dark_cuda.cpp, cuda_pull_array(), line"
+        f" #510', flush=True)\n"
+        f"fatal(Console({colour}), {fmt!r}, '/src/darknet/src-lib/dark_cuda.cpp,"
+        f" check_cuda_error(), line #70', {message!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -6  # abort(): SIGABRT
+    assert ("\x1b[" in done.stdout) == colour
+    events = parse(done.stdout)[1]
+    assert [(type(e), getattr(e, "kind", None)) for e in events] == [(GpuError, "cuda")]
+    assert message in events[0].message  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

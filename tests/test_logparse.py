@@ -575,6 +575,47 @@ def test_hankai_box_for_out_of_memory_is_a_gpu_error() -> None:
     assert one(events, GpuError).kind == "out_of_memory"
 
 
+# hank-ai's `check_cuda_error` (src-lib/dark_cuda.cpp, docs/hankai.md §6): `darknet_fatal_error(…,
+# "current CUDA error: status=%d %s: %s", status, cudaGetErrorName, cudaGetErrorString)`, or
+# `most recent CUDA error: …` for `cudaGetLastError`; `check_cuda_error_extended` prints the
+# locator line `CUDA status error: <file>, <function>(), line #N` before it.
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("current CUDA error: status=700 cudaErrorIllegalAddress: an illegal memory access was"
+         " encountered", "cuda"),
+        ("most recent CUDA error: status=719 cudaErrorLaunchFailure: unspecified launch failure",
+         "cuda"),
+        ("current CUDA error: status=2 cudaErrorMemoryAllocation: out of memory",
+         "out_of_memory"),
+        ("current CUDA error: status=100 cudaErrorNoDevice: no CUDA-capable device is detected",
+         "no_device"),
+    ],
+)  # fmt: skip
+def test_hankai_box_for_a_cuda_error_is_a_gpu_error_as_alexeyabs(message: str, kind: str) -> None:
+    events = run(
+        "CUDA status error: /src/darknet/src-lib/dark_cuda.cpp, cuda_push_array(), line #495",
+        *(line.format(message=message) for line in HANKAI_BOX),
+    )
+    (e,) = of(events, GpuError)
+    assert (e.kind, e.line) == (kind, 5) and message in e.message
+    assert of(events, FatalError) == []  # one cause, a GPU one (as AlexeyAB's `CUDA Error: …`)
+    assert events == [e]
+
+
+def test_hankai_cuda_locator_lines_emit_nothing() -> None:
+    assert (
+        run(
+            "CUDA status error: /src/darknet/src-lib/dark_cuda.cpp, cuda_push_array(), line #495",
+            "CUDA status = cudaDeviceSynchronize() error: /src/darknet/src-lib/dark_cuda.cpp,"
+            " cuda_pull_array(), line #510",
+            "cuDNN status error in /src/darknet/src-lib/convolutional_kernels.cu,"
+            " forward_convolutional_layer_gpu(), line #541",
+        )
+        == []
+    )
+
+
 # ---- region/YOLO IoU -------------------------------------------------------------------------
 
 

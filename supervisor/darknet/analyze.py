@@ -12,7 +12,9 @@ Without `--cfg` the policy needs the schedule that the printed learning rate sho
 can decide on the first line. A quick scan reads the rates first (`_scan_rates`, one regex over
 each chunk); the replay then collects the same rates from the parser's own events, and should
 the two schedules differ (a line the scan read differently from the parser), the replay is run
-again with the parser's, so the answer is always the parser's.
+again with the parser's, so the answer is always the parser's. max_batches goes the same way:
+AlexeyAB's status line prints it (`<it>/<max>`), the scan and the parser read it with one reader
+(`logparse.StatusLines`), and it beats the 80 %/90 % assumption; `--cfg` beats both.
 
 `kept` is what the retention would keep: with a stop, the best evaluation up to it; without
 one, the best evaluation of the whole log (the run's end keeps the best evaluated weights).
@@ -35,7 +37,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, TextIO
 
-from supervisor.darknet.logparse import LogFile, LogParser
+from supervisor.darknet.logparse import LogFile, LogParser, StatusLines
 from supervisor.training.diagnose import Diagnosis, DiagnosisFacts, diagnose, gpu_advice
 from supervisor.training.events import (
     Event,
@@ -48,7 +50,13 @@ from supervisor.training.events import (
 from supervisor.training.history import Evaluation, History
 from supervisor.training.policy import Policy, Stop, pct
 from supervisor.training.quiet import add_run_deciding
-from supervisor.training.schedule import Schedule, infer_schedule
+from supervisor.training.schedule import (
+    STATUS_LINE_SOURCE,
+    PrintedMaxBatches,
+    Schedule,
+    infer_schedule,
+    with_printed_max_batches,
+)
 
 # (phase, bytes done, bytes in all): `scan` reads the rates, `replay` runs the policy, `done`
 # once at the end.
@@ -244,14 +252,16 @@ class _RateRuns:
     iteration at the peak and every step (a fall between two neighbours, confirmed by the next
     one) are the same over these as over all pairs. A run of 10 000 iterations at one rate costs
     two entries; only a rate that changes on every line (the burn-in ramp) costs one per line.
+    `printed`: the max_batches AlexeyAB's status line printed, which the schedule takes.
     """
 
-    __slots__ = ("_run", "its", "rates")
+    __slots__ = ("_run", "its", "printed", "rates")
 
     def __init__(self) -> None:
         self.its: array[int] | list[int] = array("q")
         self.rates = array("d")
         self._run = 0  # length of the current run of equal rates, as seen so far
+        self.printed: PrintedMaxBatches | None = None
 
     def add(self, iteration: int, rate: float) -> None:
         if not (rate > 0 and math.isfinite(rate)):
@@ -282,7 +292,7 @@ class _RateRuns:
             yield Iteration(it, 0.0, 0.0, rate)
 
     def schedule(self) -> Schedule:
-        return infer_schedule(self.iterations())
+        return with_printed_max_batches(infer_schedule(self.iterations()), self.printed)
 
 
 # The iteration and rate of every per-iteration line, for the scan: the parser's patterns
@@ -296,8 +306,10 @@ _RATE_RE = re.compile(
 
 
 def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
-    """The learning rates of a log by one regex pass (a first guess; see module docstring)."""
+    """The learning rates of a log by one regex pass (a first guess; see module docstring),
+    and the max_batches its status lines print (the parser's own reader, on the chunk)."""
     runs = _RateRuns()
+    status = StatusLines()
     log = LogFile(path)
     rest = "\n"  # the line end before the first line
     # Only the ends of each run of one printed rate matter (`_RateRuns`): convert only those.
@@ -309,6 +321,8 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
         text = rest + (chunk if chunk is not None else "\n")
         cut = max(text.rfind("\n"), text.rfind("\r"))
         rest = text[cut:]
+        if "\x1b" in text:
+            status.read(text, cut + 1)
         for it, rate, hank_rate in _rates_of(text, cut + 1):
             rate = rate or hank_rate
             if rate == rate_text:
@@ -324,6 +338,7 @@ def _scan_rates(path: Path, progress: Progress | None) -> _RateRuns:
             progress("scan", log.bytes_read, log.size)
     if run_len >= 2:
         _add_text(runs, run_it, rate_text)
+    runs.printed = status.printed
     return runs
 
 
@@ -440,8 +455,10 @@ def _replay(
             break
         if progress is not None and log.size:
             progress("replay", log.bytes_read, log.size)
-    if runs is not None and run_len >= 2:
-        runs.add(run_it, run_rate)
+    if runs is not None:
+        if run_len >= 2:
+            runs.add(run_it, run_rate)
+        runs.printed = parser.printed_max_batches
     if stop is None:
         kept = h.best  # the end of the run keeps the best evaluated weights
     return _Replay(h, stop, kept, log, parser, runs)
@@ -492,6 +509,12 @@ def _max_batches_line(s: Schedule) -> str:
     """What the rules that judge a share of the run were told, and on what ground."""
     if s.max_batches is not None and not s.max_batches_from:
         return f"max_batches: {s.max_batches}"
+    if s.max_batches is not None and s.max_batches_from.startswith(STATUS_LINE_SOURCE):
+        # darknet's own number for the run it ran: no assumption to warn of.
+        return (
+            f"max_batches: {s.max_batches}, {s.max_batches_from}; the rules that judge a "
+            "share of the run use it"
+        )
     if s.max_batches is not None:
         return (
             f"max_batches: {s.max_batches}, {s.max_batches_from}; the rules that judge a "

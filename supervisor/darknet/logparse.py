@@ -50,6 +50,12 @@ Decisions (each one is a choice a reader of the events should know about):
   at least `_RUN_MIN` plain printf iteration lines (and pjreddie's lone saves among them) comes
   as one `IterationRun` read in bulk: one regex `split` per chunk, numbers converted by column.
   Whatever it cannot vouch for goes through `_line`; the tests compare both on every shared log.
+- AlexeyAB's status line (`ESC]2;<it>/<max>: loss=… BEL`, since 2023-08 `ESC[H ESC[J<it>/<max>:
+  …`, facts §1) is stripped like any escape, but the max_batches it prints is kept first
+  (`StatusLines`, `LogParser.printed_max_batches`): no other line of a log without its cfg says
+  how long the run was meant to be. It is state, not an event: the live runner has the cfg, and
+  the status line repeats the iteration line that follows it. Only lines with an ESC are looked
+  at, which the bulk path never takes (`_RUN_LINE_RE` and `_lone_save` refuse them).
 - A log's encoding is found from its first bytes (`LogFile`): a BOM (UTF-8, UTF-16) or the NUL
   pattern of UTF-16 without BOM (PowerShell's `Tee-Object` and `>` write UTF-16LE), else
   UTF-8; undecodable bytes become U+FFFD and are counted, so that binary data can be told
@@ -88,11 +94,13 @@ from supervisor.training.events import (
     Resized,
     WeightsSaved,
 )
+from supervisor.training.schedule import PrintedMaxBatches
 
 __all__ = [
     "LogFile",
     "LogParser",
     "LogReadError",
+    "StatusLines",
     "detect_encoding",
     "detect_flavour",
     "parse_file",
@@ -101,7 +109,8 @@ __all__ = [
 ]
 
 # ESC[H ESC[J <status> BEL is AlexeyAB's since-2023 status line: its text repeats the iteration
-# line and must go with its escapes. Then OSC (ESC ] … BEL or ESC \), CSI, and 2-byte escapes.
+# line and must go with its escapes (its max_batches is read before: `StatusLines`). Then OSC
+# (ESC ] … BEL or ESC \), CSI, and 2-byte escapes.
 _ESC_RE = re.compile(
     r"\x1b\[H\x1b\[J[^\x07]*\x07?"
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
@@ -109,6 +118,10 @@ _ESC_RE = re.compile(
     r"|\x1b[()][0-9A-Za-z]"
     r"|\x1b[@-Z\\-_]?"
 )
+
+# The `<it>/<max>` of AlexeyAB's status line, in either form (window title, or after a screen
+# clear). `: loss=` after the max proves the number whole (a line cut mid-write cannot shorten it).
+_STATUS_RE = re.compile(r"\x1b(?:\]2;|\[H\x1b\[J)[ \t]*(\d+)/(\d+): loss=", re.ASCII)
 
 _F = r"([^,\s]+)"  # a printf %f field, also -nan, inf, -nan(ind), 1.#QNAN0
 _ITER_RE = re.compile(
@@ -323,6 +336,38 @@ _NEW = object.__new__
 ) = (Iteration.__dict__[name].__set__ for name in _IT_FIELDS)
 
 
+class StatusLines:
+    """The max_batches AlexeyAB's status lines printed, in the text read so far.
+
+    One reader for the parser (each line with an ESC) and `analyze`'s quick scan (each chunk),
+    so that both find the same value.
+    """
+
+    __slots__ = ("_it", "_max", "_values")
+
+    def __init__(self) -> None:
+        # The latest `<it>` and `<max>` as printed: converted when asked for, not on each line.
+        self._it = ""
+        self._max = ""
+        self._values: list[int] = []  # each max printed, in the order it first came
+
+    def read(self, text: str, end: int | None = None) -> None:
+        """Notes the status lines in `text[:end]` (whole lines; no status line spans two)."""
+        for m in _STATUS_RE.finditer(text, 0, len(text) if end is None else end):
+            self._it, top = m.groups()
+            if top != self._max:
+                self._max = top
+                if int(top) not in self._values:
+                    self._values.append(int(top))
+
+    @property
+    def printed(self) -> PrintedMaxBatches | None:
+        """The latest `<it>/<max>` and every max seen; None before any status line."""
+        if not self._values:
+            return None
+        return PrintedMaxBatches(int(self._it), int(self._max), tuple(self._values))
+
+
 class LogReadError(OSError):
     """A darknet log could not be read; the message names the file and the reason."""
 
@@ -423,6 +468,12 @@ class LogParser:
         self._fragment: str | None = None  # an iteration line cut before its avg (see docstring)
         self._bulk_off = 0  # chunks `feed_runs` reads line by line (see `_BULK_OFF_CHUNKS`)
         self._fragment_age = 0
+        self._status = StatusLines()
+
+    @property
+    def printed_max_batches(self) -> PrintedMaxBatches | None:
+        """max_batches as AlexeyAB's status line printed it so far (module docstring)."""
+        return self._status.printed
 
     @property
     def flavour(self) -> Flavour | None:
@@ -657,6 +708,8 @@ class LogParser:
 
     def _line(self, raw: str) -> list[Event] | None:
         if "\x1b" in raw or "\x07" in raw:
+            if "/" in raw:
+                self._status.read(raw)
             raw = _clean(raw)
         if self._fragment is not None:
             joined = self._join(raw)
@@ -1195,7 +1248,10 @@ def _gpu_kind(s: str) -> GpuErrorKind | None:
         return "no_device"
     if "cuDNN Error" in s or "cuDNN current error" in s or "CUDNN_STATUS_" in s:
         return "cudnn"
-    if "CUDA Error" in s:
+    # AlexeyAB: `CUDA Error: <text>`; hank-ai's box: `current CUDA error: status=N <name>: <text>`
+    # and `most recent CUDA error: status=…` (docs/hankai.md §6). Its locator line `CUDA status
+    # error: <file>, …` has neither: like AlexeyAB's `CUDA status Error: file: …`, it names nothing.
+    if "CUDA Error" in s or "CUDA error: status=" in s:
         return "cuda"
     return None
 

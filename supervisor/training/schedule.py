@@ -3,12 +3,14 @@
 A live job reads it from the cfg. A replayed log may come without its cfg: `infer_schedule`
 then reconstructs it from the learning rate darknet prints on every iteration line (it rises
 during burn_in and falls at each step), which is config, not outcome, so using it is fair;
-max_batches, which no iteration line shows, is assumed only where the steps sit at darknet's
-recipe (80 % and 90 % of it), and `max_batches_from` says so.
+max_batches, which no iteration line shows, comes from AlexeyAB's status line when the log holds
+one (`<it>/<max>: loss=…`, `PrintedMaxBatches`), else is assumed only where the steps sit at
+darknet's recipe (80 % and 90 % of it); `max_batches_from` says which. A cfg beats both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,3 +97,43 @@ def recipe_max_batches(steps: tuple[int, ...], last_iteration: int) -> int | Non
     if abs(first - 0.8 * guess) > max(2.0, 0.01 * guess) or guess < last_iteration:
         return None
     return guess
+
+
+# The start of `max_batches_from` for a value darknet printed itself (`format_analysis` tells it
+# from an assumption by it).
+STATUS_LINE_SOURCE = "printed by darknet's status line"
+
+
+@dataclass(frozen=True, slots=True)
+class PrintedMaxBatches:
+    """max_batches as AlexeyAB's status line printed it (`<it>/<max>: loss=…`, facts §1).
+
+    `iteration`/`max_batches`: the latest status line's; `values`: each max the log printed, in
+    the order it first came (more than one: a run resumed with another cfg).
+    """
+
+    iteration: int
+    max_batches: int
+    values: tuple[int, ...] = ()
+
+    @property
+    def source(self) -> str:
+        """What `max_batches_from` says of it."""
+        said = f"{STATUS_LINE_SOURCE} ({self.iteration}/{self.max_batches})"
+        if len(self.values) < 2:
+            return said
+        # The latest is the cfg the run ended with: a resume with another max_batches goes on
+        # to the new one.
+        return (
+            f"{said}, the latest of the values it printed"
+            f" ({', '.join(map(str, self.values))}): a resume with another cfg?"
+        )
+
+
+def with_printed_max_batches(s: Schedule, printed: PrintedMaxBatches | None) -> Schedule:
+    """The inferred schedule `s` with the max_batches darknet printed, when it printed one:
+    what darknet says beats the 80 %/90 % assumption (only a cfg beats it, and a schedule
+    from a cfg is never passed here)."""
+    if printed is None:
+        return s
+    return dataclasses.replace(s, max_batches=printed.max_batches, max_batches_from=printed.source)
