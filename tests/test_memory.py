@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from supervisor.darknet.cfg import Cfg
+from supervisor.dataset.demo import write_demo_cfg
+from supervisor.runtime.adopt import restore
+from supervisor.runtime.bus import Bus
+from supervisor.runtime.gpu import GpuDevice
+from supervisor.runtime.memory_store import MemoryStore
+from supervisor.runtime.memory_watch import TUNE_TRIED, JobMemory
+from supervisor.runtime.records import EventsFile, read_records
 from supervisor.training.ending import End, EndFacts, Relaunch, classify_end
 from supervisor.training.events import GpuError, Iteration
 from supervisor.training.history import History
-from supervisor.training.memory import MemorySetting, next_memory_step
+from supervisor.training.memory import MemorySetting, OomContext, next_memory_step
+from supervisor.training.tune import MAX_TUNES, TuneStep
+from tests.standins import gpu_need
+from tests.test_oom_recovery import BIG_MIB, Job, run
 
 
 def test_the_ladder_doubles_subdivisions_keeping_batch_then_drops_random() -> None:
@@ -69,3 +86,149 @@ def test_resume_after_down_ignores_an_earlier_launchs_errors() -> None:
     facts = EndFacts(None, False, supervisor_was_down=True, memory=MemorySetting(8, 2, False))
     d = classify_end(h, facts)
     assert isinstance(d, Relaunch) and d.kind == "resume" and not d.cfg_changes
+
+
+# --- memory.tune's tried set outlives the supervisor (`--attach`) -----------------------------
+
+
+class RoomyGpu:
+    """A stand-in for the GPU (the one part not run for real): 80 GB, darknet using 1 GB."""
+
+    def devices(self) -> list[GpuDevice]:
+        return [GpuDevice(0, None, "Simulated 80 GB", 81920.0, 1324.0, 80596.0, 90.0, None, None)]
+
+    def process_memory(self, pid: int) -> dict[int, float]:
+        return {0: 1024.0}
+
+
+def tune_job(
+    tmp: Path, stock_cfg: Path, bus: Bus, store: str = "memory.json"
+) -> tuple[JobMemory, Cfg]:
+    path = write_demo_cfg(tmp / "c.cfg", source=stock_cfg, max_batches=1000, steps=(800, 900))
+    cfg = Cfg.load(path)
+    for k, v in {"batch": 64, "subdivisions": 16, "width": 416, "height": 416}.items():
+        cfg.set_net(k, v)
+    cfg.set_random(0)
+    mem = JobMemory(
+        RoomyGpu(),
+        MemoryStore(tmp / store),
+        [0],
+        "alexeyab",
+        bus.publish,
+        os.getpid,
+        lambda: 1,  # (each JobMemory of these tests samples one launch, number 1)
+        tune=True,
+        every_s=0.01,
+    )
+    bus.subscribe(mem)
+    return mem, cfg
+
+
+def ask_tune(mem: JobMemory, cfg: Cfg) -> TuneStep | None:
+    """Whether launch 1, at `cfg`, sampled once, would be tuned."""
+    mem.launched(1, cfg, map_on=False)
+    mem.sampler.sample_once()
+    mem._tune_checked = 0.0  # (asked at most once per sampling interval)
+    return mem.tune_step(
+        cfg,
+        1,
+        phase="mid_run",
+        iterations=200,
+        ran_s=60.0,
+        random=False,
+        relaunches=0,
+        max_relaunches=6,
+    )
+
+
+def test_what_tune_tried_is_read_back_from_the_events_file(tmp_path: Path, stock_cfg: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    bus = Bus()
+    sink = EventsFile(events)
+    bus.subscribe(sink, essential=True)
+    mem, cfg = tune_job(tmp_path, stock_cfg, bus)
+    # Launch 1 at subdivisions=16 has room: tune to 8 (the runner records the decision).
+    step = ask_tune(mem, cfg)
+    assert step is not None and step.subdivisions == 8
+    bus.publish({"type": "TuneDecided", "time": 1.0, "iteration": 300, **asdict(step)})
+    mem.ended(1, None, ran=True)
+    bus.publish({"type": "Checkpoint", "time": 2.0, "offset": 0})
+    # Launch 2 at 8 runs out of memory (the ladder climbs back to 16): 8 is never tuned to again.
+    cfg.set_net("subdivisions", 8)
+    mem.launched(1, cfg, map_on=False)
+    mem.ended(1, OomContext("mid_run", 350), ran=True)
+    sink.close()
+    tried = [r for r in read_records(events) if r["type"] == TUNE_TRIED]
+    assert [(r["subdivisions"], r["why"]) for r in tried] == [(8, "out_of_memory")]
+    assert (mem.tried, mem.tunes) == ({8}, 1)
+
+    # A supervisor that attaches again reads both back (the out-of-memory after the
+    # checkpoint too: it is the supervisor's own record, kept by `restore`).
+    r = restore(events)
+    assert (r.tune.tried, r.tune.tunes) == ({8}, 1)
+    cfg.set_net("subdivisions", 16)
+    # (Each with a memory model of its own that never saw the out-of-memory, which would
+    # forbid 8 by itself: here only the tried set can.)
+    again, _ = tune_job(tmp_path, stock_cfg, Bus(), "again.json")
+    again.restore_tune(r.tune.tried, r.tune.tunes)
+    assert ask_tune(again, cfg) is None  # 8 ran out of memory: tune leaves 16 as it is
+    # Without what was restored the same launch would tune to 8 again.
+    fresh, _ = tune_job(tmp_path, stock_cfg, Bus(), "fresh.json")
+    fresh_step = ask_tune(fresh, cfg)
+    assert fresh_step is not None and fresh_step.subdivisions == 8
+    # The tunes count as well: two tunes before the restart, none after it.
+    capped, _ = tune_job(tmp_path, stock_cfg, Bus(), "capped.json")
+    capped.restore_tune((), MAX_TUNES)
+    assert ask_tune(capped, cfg) is None
+
+
+def test_restore_counts_each_tune_record_and_ignores_what_is_not_one(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    sink = EventsFile(events)
+    for rec in [
+        {"type": "TuneDecided", "time": 1.0, "iteration": 100, "subdivisions": 8},
+        {"type": "Checkpoint", "time": 2.0, "offset": 0},
+        {"type": "TuneDecided", "time": 3.0, "iteration": 200, "subdivisions": 4},
+        {"type": TUNE_TRIED, "time": 4.0, "subdivisions": 2, "why": "out_of_memory"},
+        {"type": TUNE_TRIED, "time": 5.0, "subdivisions": "2", "why": "hand-edited"},
+        {"type": "Relaunched", "time": 6.0, "subdivisions": 1},
+    ]:
+        sink(rec)
+    sink.close()
+    r = restore(events)
+    assert (r.tune.tried, r.tune.tunes) == ({8, 4, 2}, 2)
+    assert (restore(tmp_path / "none.jsonl").tune.tried, restore(events).tune.tunes) == (set(), 2)
+
+
+def test_a_real_runs_tune_and_out_of_memory_are_restored_as_its_supervisor_held_them(
+    tmp_path: Path,
+    standin: Path,
+    tiny_data: Path,
+    stock_cfg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runner and the stand-in darknet for real (the GPU simulated): tune 2 → 1, an out of
+    # memory at 1, the ladder back to 2. What `restore` reads from the events file they wrote
+    # is what the supervisor held when it ended.
+    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
+    monkeypatch.setenv(gpu_need.SIM_ENV, "")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    job = Job(
+        tmp_path,
+        standin,
+        tiny_data,
+        stock_cfg,
+        script={"iteration_s": 0.005, "oom_at": 250, "oom_mini_batch_over": 4},
+        cfg={"subdivisions": 2},
+        max_batches=600,
+        memory={"tune": True},
+    )
+    job.device(BIG_MIB)
+    runner = job.runner()
+    result = run(runner)
+    assert result.status == "finished", result.report["cause"]
+    assert [e["trigger"] for e in job.events("Relaunched")] == ["tune", "memory"]
+    assert [e["subdivisions"] for e in job.events(TUNE_TRIED)] == [1]
+    r = restore(job.dir / "events.jsonl")
+    assert runner.memory is not None
+    assert (r.tune.tried, r.tune.tunes) == (runner.memory.tried, runner.memory.tunes) == ({1}, 1)

@@ -4,7 +4,8 @@ The history is rebuilt from `events.jsonl` up to its last `Checkpoint` record, t
 included (the time budget needs them); what the parser produced after that checkpoint is
 dropped from the file, because it is read again from `darknet.log` at the checkpoint's offset —
 so the file and the history hold every iteration once. The supervisor's own records (its
-evaluations, decisions, launches) are all kept.
+evaluations, decisions, launches) are all kept; of them, what `memory.tune` tried is read back
+into `Restored.tune` (for `JobMemory.restore_tune`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.runtime import launch
+from supervisor.runtime.memory_watch import TuneMemory
 from supervisor.runtime.records import (
     from_record,
     read_records,
@@ -40,6 +42,7 @@ class Restored:
         stop: the stop decided before, if any (it still holds).
         launches: the `Launched` records (number, pid, reason).
         unscored: snapshots whose evaluation failed, by iteration, with the error.
+        tune: the subdivisions `memory.tune` tuned to or saw run out of memory, and its tunes.
     """
 
     history: History = field(default_factory=History)
@@ -47,6 +50,7 @@ class Restored:
     stop: Stop | None = None
     launches: list[dict[str, Any]] = field(default_factory=list)
     unscored: dict[int, str] = field(default_factory=dict)
+    tune: TuneMemory = field(default_factory=TuneMemory)
 
 
 def restore(events_path: Path) -> Restored:
@@ -66,6 +70,7 @@ def restore(events_path: Path) -> Restored:
             out.launches.append({k: rec.get(k) for k in ("number", "pid", "reason")})
         elif kind == "EvaluationFailed" and rec.get("iteration") is not None:
             out.unscored[int(rec["iteration"])] = str(rec.get("error"))
+        out.tune.on_record(rec)
         event = from_record(rec)
         if event is not None:
             out.history = out.history.add(event)

@@ -12,7 +12,11 @@ what each launch taught the model. Kept out of the runner's loop (DESIGN "Decisi
   bound of the need). Saved at once, so a crash of the supervisor keeps what was learnt.
 - With `memory.tune`, while a launch trains (`tune_step`): its sampled peak and the GPU's
   room, for the pure decision whether a lower subdivisions fits (`training/tune.py`); which
-  values were tuned to or ran out of memory, so none is tried twice.
+  values were tuned to or ran out of memory, so none is tried twice. That set outlives the
+  supervisor: a tune is the runner's `TuneDecided` record, an out-of-memory a `TuneTried`
+  record published here, both in `events.jsonl`; `adopt.restore` reads them back
+  (`TuneMemory`) and `restore_tune` takes them, so a supervisor that attaches again neither
+  retries a value nor tunes past `MAX_TUNES`.
 
 Nothing here may stop a training: a GPU that cannot be read, a model file that cannot be
 written, is a warning in the log and the job goes on as without a model.
@@ -21,8 +25,8 @@ written, is a warning in the log and the job goes on as without a model.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -37,6 +41,33 @@ from supervisor.training.memory_model import KeyFacts, Pick, oom, peak
 from supervisor.training.tune import GpuRoom, TuneFacts, TuneStep, decide_tune, ready
 
 log = structlog.get_logger("trainsup.memory")
+
+# The record of a value `memory.tune` must never tune to again, other than a tune itself (the
+# runner's `TuneDecided`): {subdivisions, why: "out_of_memory", launch}.
+TUNE_TRIED = "TuneTried"
+
+
+@dataclass(slots=True)
+class TuneMemory:
+    """What `memory.tune` remembers of a job, rebuilt from its records (`adopt.restore`).
+
+    Attributes:
+        tried: subdivisions values tuned to, or that ran out of memory.
+        tunes: tune decisions so far (each counts towards `MAX_TUNES`, taken or not).
+    """
+
+    tried: set[int] = field(default_factory=set)
+    tunes: int = 0
+
+    def on_record(self, rec: Record) -> None:
+        kind = rec.get("type")
+        if kind not in ("TuneDecided", TUNE_TRIED):
+            return
+        s = rec.get("subdivisions")
+        if isinstance(s, int) and not isinstance(s, bool):
+            self.tried.add(s)
+        if kind == "TuneDecided":
+            self.tunes += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +97,7 @@ class JobMemory:
         tune: bool = False,
         every_s: float = 10.0,
     ) -> None:
-        self.backend, self.store = backend, store
+        self.backend, self.store, self.publish = backend, store, publish
         self.gpus, self.flavour = list(gpus), flavour
         self.headroom, self.tune = headroom, tune
         # peak_step 0: every new peak is published, so the records hold each launch's exact
@@ -197,6 +228,16 @@ class JobMemory:
         key = facts.key(cur.mini_batch)
         if out_of_memory is not None:
             self.tried.add(cur.subdivisions)  # the ladder climbs back; tune never returns here
+            if self.tune:  # in events.jsonl, for a supervisor that attaches later
+                self.publish(
+                    {
+                        "type": TUNE_TRIED,
+                        "time": time.time(),
+                        "subdivisions": cur.subdivisions,
+                        "why": "out_of_memory",
+                        "launch": number,
+                    }
+                )
             if cur.free_mib is None:
                 return
             entry = oom(key, cur.free_mib, total_mib=cur.total_mib)
@@ -211,6 +252,12 @@ class JobMemory:
             log.warning("memory model not saved", path=str(self.store.path), error=str(e))
 
     # -- memory.tune ---------------------------------------------------------------------------
+    def restore_tune(self, tried: Iterable[int], tunes: int) -> None:
+        """Take what an earlier supervisor of this job tried (`adopt.Restored.tune`), on
+        `--attach`: those values are never tuned to again, and its tunes count."""
+        self.tried.update(tried)
+        self.tunes = max(self.tunes, tunes)
+
     def tune_step(
         self,
         cfg: Cfg,
