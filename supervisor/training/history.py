@@ -639,10 +639,10 @@ class Evaluations(Sequence[Evaluation]):
 
 
 if TYPE_CHECKING:
-    # What `History.evaluations` is declared as until the two callers that annotate it as a
-    # tuple (`training/policy.py` `_plateau_state`, `training/quiet.py` `_settled`) take a
-    # `Sequence[Evaluation]`: at run time it is an `Evaluations`, which they only iterate and
-    # hold by identity. Then this becomes `Evaluations` everywhere.
+    # What `History.evaluations` is declared as until the last caller that annotates it as a
+    # tuple (`training/quiet.py` `_settled` and its `_SETTLED`) takes a `Sequence[Evaluation]`:
+    # at run time it is an `Evaluations`, which that caller only holds by identity. Then the
+    # field is declared `Evaluations` and this block goes.
     _EvaluationsField = tuple[Evaluation, ...]
 
     def _no_evaluations() -> _EvaluationsField: ...
