@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from itertools import accumulate, islice, repeat
 from operator import add, sub, truediv
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from supervisor.training.events import (
     Event,
@@ -638,19 +638,6 @@ class Evaluations(Sequence[Evaluation]):
         return Evaluations, (tuple(self),)
 
 
-if TYPE_CHECKING:
-    # What `History.evaluations` is declared as until the last caller that annotates it as a
-    # tuple (`training/quiet.py` `_settled` and its `_SETTLED`) takes a `Sequence[Evaluation]`:
-    # at run time it is an `Evaluations`, which that caller only holds by identity. Then the
-    # field is declared `Evaluations` and this block goes.
-    _EvaluationsField = tuple[Evaluation, ...]
-
-    def _no_evaluations() -> _EvaluationsField: ...
-
-else:
-    _EvaluationsField = _no_evaluations = Evaluations
-
-
 @dataclass(frozen=True, slots=True)
 class History:
     """Everything the policy may look at, as of one moment of a training.
@@ -675,7 +662,7 @@ class History:
     last: Iteration | None = None
     first_iteration: int | None = None
     iteration_lines: int = 0
-    evaluations: _EvaluationsField = field(default_factory=_no_evaluations)
+    evaluations: Evaluations = field(default_factory=Evaluations)
     best: Evaluation | None = None
     min_avg_loss: float | None = None
     min_avg_loss_iteration: int | None = None

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 
@@ -70,10 +71,10 @@ class DecisionPoints:
 # nothing else, so each answers None all over such a stretch until an evaluation arrives; the
 # history keeps the same evaluations tuple until then, so it is the key (held, by identity, as
 # in policy.py's memo). Without it every run of lines between two saves would be decided on.
-_SETTLED: dict[tuple[int, int, int], tuple[Policy, Schedule, tuple[Evaluation, ...], set[int]]] = {}
+_SETTLED: dict[tuple[int, int, int], tuple[Policy, Schedule, Sequence[Evaluation], set[int]]] = {}
 
 
-def _settled(policy: Policy, s: Schedule, evals: tuple[Evaluation, ...]) -> set[int]:
+def _settled(policy: Policy, s: Schedule, evals: Sequence[Evaluation]) -> set[int]:
     key = (id(policy), id(s), id(evals))
     hit = _SETTLED.get(key)
     if hit is not None and hit[0] is policy and hit[1] is s and hit[2] is evals:
