@@ -4,8 +4,9 @@ One asyncio task per job, one loop: tail `darknet.log` → parser → events →
 pure policy → decisions, carried out here. Everything the loop sees or decides is published on
 the job's bus as a record (`runtime/bus.py`); `events.jsonl`, the progress line, notifications
 and (later) the daemon's store listen. The pieces it ties together are tested alone: the
-snapshot store (`snapshots.py`), the end classification (`training/ending.py`, pure), the
-report (`report/report.py`).
+stop and darknet's saves (`stopping.py`), the copies of saves (`keeping.py`), the snapshot
+store (`snapshots.py`), the end classification (`training/ending.py`, pure), the report
+(`report/report.py`).
 
 What never gets lost (DESIGN "Decisions" 1 and 4):
 - darknet always has a supervisor or was left on purpose: an internal error becomes a graceful
@@ -37,10 +38,8 @@ from supervisor.darknet.evaluate import evaluate_weights
 from supervisor.darknet.jobfiles import existing_job_files, prepare_job_files
 from supervisor.darknet.logparse import LogParser
 from supervisor.darknet.weights import (
-    WeightsError,
     expected_weights_size,
     newest_weights,
-    read_weights_header,
     weights_complete,
 )
 from supervisor.dataset.check import CheckReport
@@ -51,12 +50,14 @@ from supervisor.runtime.binary import BinaryError, verify_binary
 from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.diagnosis import DiagnosisWatch, diagnosis_facts
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
+from supervisor.runtime.keeping import Keeper, evaluation_at
 from supervisor.runtime.memory_watch import JobMemory
 from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.progress import Progress, format_progress
 from supervisor.runtime.records import EventsFile, to_record
 from supervisor.runtime.scoring import ScoringQueue
-from supervisor.runtime.snapshots import SnapshotError, SnapshotStore
+from supervisor.runtime.snapshots import SnapshotStore
+from supervisor.runtime.stopping import Save, Stopping
 from supervisor.runtime.tail import LogTail, read_lines_until
 from supervisor.runtime.watchdog import (
     STALL_FLOOR_S,
@@ -86,7 +87,7 @@ from supervisor.training.events import (
     Tick,
     WeightsSaved,
 )
-from supervisor.training.history import Evaluation, History
+from supervisor.training.history import History
 from supervisor.training.memory import GpuUse, MemorySetting, OomContext, fmt_int
 from supervisor.training.policy import Evaluate, Policy, Stop
 from supervisor.training.retention import Snapshot, plan_retention
@@ -108,12 +109,6 @@ __all__ = [
 
 class JobSetupError(Exception):
     """The job cannot start (bad files, binary, arguments); the message says what to fix."""
-
-
-@dataclass(slots=True)
-class _Save:
-    path: Path
-    iteration: int
 
 
 @dataclass
@@ -205,14 +200,8 @@ class JobRunner:
         self.attach = attach
         self.bus = Bus()
         self.history = History()
-        self.stop_decision: Stop | None = None
-        self._stop_requested_at: float | None = None
-        self._kill_now = False
         self._detach = False
-        self._terminated = False
         self._degraded = False
-        self._pending_save: _Save | None = None
-        self._last_complete: _Save | None = None
         self.scoring = ScoringQueue(
             self._score,
             self._on_scored,
@@ -221,12 +210,24 @@ class JobRunner:
             timeout_floor=self.config.eval_timeout_floor,
         )
         self._internal_errors: list[str] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._launches: list[dict[str, Any]] = []
         self._rate: list[tuple[float, int]] = []  # (time, iteration) for it/s
         self._last_checkpoint = 0.0
         self._unwatched_end = False
-        self._stop_end: dict[str, Any] = {}
+        # The stop decided and darknet's saves; built before the job dir is read (a stop may be
+        # asked for at once), it asks for the snapshot store and the keeper only once saves come.
+        self.stopping = Stopping(
+            self._publish,
+            lambda: self.history,
+            lambda: self.snapshots,
+            lambda save: self.keeper.keep(save),
+            lambda: None if self.own_eval else self.names.best,
+            self._iterations_per_s,
+            save_wait=self.config.save_wait,
+            grace=self.config.grace,
+            max_time=spec.budget.max_time,
+            job=spec.name,
+        )
         self._held: list[tuple[str, dict[str, Any]]] = []
         self._prepared = False
         self.check: CheckReport | None = None
@@ -273,11 +274,16 @@ class JobRunner:
 
     def request_stop(self, reason: str = "stopped by the user") -> None:
         """Graceful stop: end after the next completed save (nothing is lost)."""
-        self._decide_stop(Stop("user", reason, self.history.iteration, {}, ""))
+        self.stopping.decide(Stop("user", reason, self.history.iteration, {}, ""))
 
     def request_kill(self) -> None:
         """Stop now, without waiting for a save (the newest completed save is still kept)."""
-        self._kill_now = True
+        self.stopping.kill()
+
+    @property
+    def stop_decision(self) -> Stop | None:
+        """The stop decided (the first one counts), None while training goes on."""
+        return self.stopping.decision
 
     def request_detach(self) -> None:
         """Stop supervising and leave darknet running (`attach` continues later)."""
@@ -348,6 +354,13 @@ class JobRunner:
             self.cfg.batch,
             self.cfg.subdivisions,
             expected_weights_size(self.cfg),
+        )
+        self.keeper = Keeper(
+            self.snapshots,
+            self.scoring,
+            self._publish,
+            lambda: self.history,
+            cfg_hash=self.cfg_hash,
         )
         (self.job_dir / "kept").mkdir(exist_ok=True)
 
@@ -500,9 +513,9 @@ class JobRunner:
                 if self._on_internal_error(e, handle):
                     continue
                 await launch.terminate(handle, self.config.grace)
-                self._terminated = True
+                self.stopping.terminated = True
                 await self._drain_log(handle, proc)
-            if self._detach and not self._terminated:
+            if self._detach and not self.stopping.terminated:
                 self._checkpoint(force=True)
                 return End("detached", "the supervisor detached; darknet keeps training alone")
             facts = self._end_facts(handle)
@@ -531,7 +544,7 @@ class JobRunner:
         self.bus.demote(self._events)
         self._publish("InternalError", error=where, pid=handle.pid)
         if first:
-            self._decide_stop(
+            self.stopping.decide(
                 Stop(
                     "internal_error",
                     f"the supervisor failed ({where}); darknet was stopped after its next save",
@@ -549,15 +562,15 @@ class JobRunner:
         next_tick = time.monotonic()
         while True:
             self._read_log()
-            self._check_pending_save()
+            self.stopping.check_pending()
             if _gone(handle, proc):
                 await self._drain_log(handle, proc)
                 return
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.config.tick
                 self._on_event(Tick(time.time()))
-            await self._act_on_stop(handle)
-            if self._detach and not self._terminated:
+            await self.stopping.act(handle)
+            if self._detach and not self.stopping.terminated:
                 return
             await self._check_stall(handle)
             await self._check_tune(handle)
@@ -566,9 +579,9 @@ class JobRunner:
     async def _check_stall(self, handle: launch.LaunchHandle) -> None:
         """A hung darknet (no iteration line for too long) is killed; `classify_end` then
         relaunches it. Not while a stop is under way: that has its own bounded wait."""
-        if self._stalled is not None or self._terminated:
+        if self._stalled is not None or self.stopping.terminated:
             return
-        if self.stop_decision is not None or self._kill_now:
+        if self.stop_decision is not None or self.stopping.kill_now:
             return
         why = self.watchdog.check(time.monotonic(), busy=self.parser.evaluating)
         if why is None:
@@ -583,9 +596,9 @@ class JobRunner:
         darknet's next complete save (as a stop does: nothing is lost), then end the launch;
         `classify_end` relaunches it from that save. A stop or a hang comes first; a save that
         does not come within the stop's save wait drops the step (training goes on as it is)."""
-        if self.memory is None or self._terminated or self._tuning or self._stalled:
+        if self.memory is None or self.stopping.terminated or self._tuning or self._stalled:
             return
-        if self.stop_decision is not None or self._kill_now:
+        if self.stop_decision is not None or self.stopping.kill_now:
             return
         if self._tune is None:
             step = self.memory.tune_step(
@@ -605,11 +618,11 @@ class JobRunner:
                 )
             return
         _, at, since = self._tune
-        save = self._last_complete
-        if save is not None and save.iteration > at and not self._saving():
+        save = self.stopping.last_complete
+        if save is not None and save.iteration > at and not self.stopping.saving():
             self._tuning = True
             await launch.terminate(handle, self.config.grace)
-        elif time.monotonic() - since > self._save_wait(None):
+        elif time.monotonic() - since > self.stopping.save_wait(None):
             self._tune = None  # no save came: keep training as it is (the value stays tried)
 
     def _max_relaunches(self) -> int:
@@ -739,17 +752,17 @@ class JobRunner:
         if not await self._wait_backoff(delay):
             return None
         self._unwatched_end = False
-        self._pending_save = None
+        self.stopping.drop_pending()
         return self._launch(weights, reason, resume=newest is not None)
 
     async def _wait_backoff(self, delay: float) -> bool:
         """Sleep `delay` seconds; False when a stop came meanwhile (nothing runs to stop)."""
         end = time.monotonic() + delay
         while time.monotonic() < end:
-            if self.stop_decision is not None or self._kill_now:
+            if self.stop_decision is not None or self.stopping.kill_now:
                 return False
             await asyncio.sleep(min(self.config.poll, max(0.0, end - time.monotonic())))
-        return self.stop_decision is None and not self._kill_now
+        return self.stop_decision is None and not self.stopping.kill_now
 
     def _evaluate_ourselves(self) -> None:
         """From now on the supervisor scores snapshots (`detector valid`) instead of darknet's
@@ -762,7 +775,7 @@ class JobRunner:
         return EndFacts(
             exit=launch.read_exit(self.job_dir / "exit.json", handle.number),
             final_complete=weights_complete(final, self.snapshots.expected_size),
-            terminated=self._terminated,
+            terminated=self.stopping.terminated,
             stop_reason=self.stop_decision.reason if self.stop_decision else None,
             max_batches=self.schedule.max_batches,
             supervisor_was_down=self._unwatched_end,
@@ -793,7 +806,7 @@ class JobRunner:
         r = restore(self.job_dir / "events.jsonl")
         self.history, self._launches, self.scoring.unscored = r.history, r.launches, r.unscored
         if r.stop is not None:
-            self.stop_decision, self._stop_requested_at = r.stop, time.monotonic()
+            self.stopping.restored(r.stop)
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is
         # rebuilt by reading the log up to the checkpoint again, its events discarded — but for
         # where the last launch began (its errors alone decide how it ended, not an earlier
@@ -843,7 +856,7 @@ class JobRunner:
             self._oom = self.launch_state.oom_context(it, self._gpu_use())
         if isinstance(ev, Iteration):
             self.watchdog.on_iteration(self._read_at, ev.iteration)
-            self._complete_pending_save(proof="iteration")
+            self.stopping.complete(proof="iteration")
             self._rate.append((time.monotonic(), ev.iteration))
             self._rate = self._rate[-200:]
         if not isinstance(ev, Tick):
@@ -862,11 +875,8 @@ class JobRunner:
                 else {"iteration": best_before.iteration, "map": best_before.map},
             )
         if isinstance(ev, WeightsSaved):
-            # darknet writes one file at a time: a new `Saving weights` line means the previous
-            # file is complete (AlexeyAB saves _best and then _last after one iteration).
-            self._complete_pending_save(proof="next save")
             it = ev.iteration if ev.iteration is not None else self.history.iteration
-            self._pending_save = _Save(self._weights_path(ev.path), it)
+            self.stopping.announced(Save(self._weights_path(ev.path), it))
         if isinstance(ev, Iteration | MapResult | Tick):
             self._decide()
         if isinstance(ev, Iteration | MapResult):
@@ -883,151 +893,12 @@ class JobRunner:
     def _decide(self) -> None:
         d = self.policy.decide(self.history, self.schedule)
         if isinstance(d, Stop):
-            self._decide_stop(d)
+            self.stopping.decide(d)
         elif isinstance(d, Evaluate) and d.iteration not in self.scoring.evaluating:
-            save = self._last_complete
+            save = self.stopping.last_complete
             if save is not None and save.iteration == d.iteration:
                 self.scoring.claim(d.iteration)
-                self._spawn(self._snapshot(save, score=True))
-
-    def _decide_stop(self, d: Stop) -> None:
-        if self.stop_decision is not None:
-            return
-        self.stop_decision = d
-        self._stop_requested_at = time.monotonic()
-        self._publish("Decision", decision="stop", **dataclasses.asdict(d))
-        log.info("stopping", job=self.spec.name, rule=d.rule, reason=d.reason)
-        if self._last_complete is not None and self._pending_save is None:
-            # A stop decided right after a completed save keeps that save.
-            self._spawn(self._snapshot(self._last_complete))
-
-    def _check_pending_save(self) -> None:
-        """A save whose file already has the network's size and the iteration in its header is
-        complete without waiting for darknet's next line."""
-        save = self._pending_save
-        size = self.snapshots.expected_size
-        if save is None or size is None:
-            return
-        try:
-            if save.path.stat().st_size != size:
-                return
-            header = read_weights_header(save.path)
-            if header.iteration(self.cfg.batch, self.cfg.subdivisions) != save.iteration:
-                return  # still the previous save's content: darknet has not reopened it yet
-        except (OSError, WeightsError, ValueError):
-            return
-        self._complete_pending_save(proof="size")
-
-    def _complete_pending_save(self, proof: str) -> None:
-        """darknet printed `Saving weights` before writing (facts §4); the file is complete when
-        it has the network's size, or darknet moved on (`proof`: its next iteration line, its
-        next save, its exit)."""
-        save = self._pending_save
-        if save is None:
-            return
-        if proof == "iteration" and self.history.iteration <= save.iteration:
-            return
-        self._pending_save = None
-        try:
-            size = save.path.stat().st_size
-        except OSError:
-            return
-        if self.snapshots.expected_size is None and proof != "exit":
-            # No layer model for this cfg: darknet moving on proves this save was whole.
-            self.snapshots.expected_size = size
-        elif self.snapshots.expected_size is not None and size != self.snapshots.expected_size:
-            self._publish(
-                "SnapshotFailed",
-                iteration=save.iteration,
-                error=f"{save.path.name} has {size} of {self.snapshots.expected_size} bytes",
-            )
-            return
-        self._last_complete = save
-        if self.stop_decision is not None and not self._terminated:
-            self._spawn(self._snapshot(save))
-        best = self.history.best
-        if (
-            not self.own_eval
-            and self.names.best is not None
-            and save.path.name == self.names.best
-            and best is not None
-            and best.iteration == save.iteration
-        ):
-            # darknet's -map found a new best and wrote _best.weights: copy it now, before a
-            # later best overwrites it, so retention can keep (and rank) it.
-            self._spawn(self._snapshot(save))
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _snapshot(self, save: _Save, *, score: bool = False) -> None:
-        """Copy a completed save to snapshots/ (and queue it for scoring)."""
-        new = not self.snapshots.has(save.iteration)
-        try:
-            dest = await self.snapshots.take(save.path, save.iteration)
-        except SnapshotError as e:
-            self._publish("SnapshotFailed", iteration=save.iteration, error=str(e))
-            self.scoring.release(save.iteration)
-            return
-        if new:
-            self._publish("SnapshotTaken", iteration=save.iteration, path=dest)
-        self._write_snapshot_meta(save.iteration, self._evaluation_at(save.iteration))
-        if score:
-            self.scoring.put(save.iteration, dest)
-
-    async def _act_on_stop(self, handle: launch.LaunchHandle) -> None:
-        if self._terminated or (self.stop_decision is None and not self._kill_now):
-            return
-        stop = self.stop_decision
-        save = self._last_complete
-        saved = (
-            stop is not None
-            and save is not None
-            and save.iteration >= stop.iteration
-            and self.snapshots.has(save.iteration)
-        )
-        in_progress = self._saving()
-        waited = time.monotonic() - (self._stop_requested_at or time.monotonic())
-        limit = self._save_wait(stop)
-        if not (self._kill_now or (saved and not in_progress) or waited > limit):
-            return
-        if not self._kill_now and not saved:
-            self._stop_end["no_save_after_s"] = round(limit)
-        self._terminated = True
-        how = await launch.terminate(handle, 0.0 if self._kill_now else self.config.grace)
-        kept = self._last_complete.iteration if self._last_complete else None
-        self._stop_end.update(
-            stopped_after_iteration=self.history.iteration,
-            waited_s=round(waited, 1),
-            newest_save=kept,
-        )
-        budget = self.spec.budget.max_time
-        if stop is not None and stop.rule == "max_time" and budget:
-            self._stop_end["over_budget_s"] = round(max(0.0, self.history.elapsed - budget), 1)
-        self._publish("Terminated", how=how, waited_s=round(waited, 1), after_save=saved)
-
-    def _saving(self) -> bool:
-        """darknet saves in pairs (pjreddie `.backup` then `_N`; AlexeyAB `_best` or `_N` then
-        `_last`), and the second `Saving weights` line may not have been read yet when the
-        first file is complete: only an iteration line after the save proves darknet is done
-        saving and training again, with the next save ~100 iterations away."""
-        save = self._last_complete
-        return self._pending_save is not None or (
-            save is not None and self.history.iteration <= save.iteration
-        )
-
-    def _save_wait(self, stop: Stop | None) -> float:
-        if self.config.save_wait is not None:
-            return self.config.save_wait
-        ips = self._iterations_per_s()
-        wait = min(600.0, max(30.0, 150 / ips)) if ips else 600.0
-        budget = self.spec.budget.max_time
-        if stop is not None and stop.rule == "max_time" and budget:
-            # A time budget is a promise about GPU time: overrun it by at most 5 %.
-            wait = min(wait, max(30.0, 0.05 * budget))
-        return wait
+                self.keeper.keep(save, score=True)
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -1050,62 +921,31 @@ class JobRunner:
 
     def _on_scored(self, it: int, m: MapResult) -> None:
         self._on_event(m)
-        self._write_snapshot_meta(it, self._evaluation_at(it) or None, m)
+        self.keeper.write_meta(it, evaluation_at(self.history, it) or None, m)
 
     def _on_score_failed(self, it: int, error: str) -> None:
         self._publish("EvaluationFailed", iteration=it, error=error)
 
     async def _drain_evaluations(self) -> None:
         """Wait for queued snapshots and scores, bounded: the job ends with its report."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.config.end_eval_wait)
+        await self.keeper.wait(self.config.end_eval_wait)
         if not await self.scoring.join(self.config.end_eval_wait):
             self._publish("EvaluationFailed", iteration=None, error="evaluations still running")
-
-    def _evaluation_at(self, iteration: int) -> Evaluation | None:
-        """The latest valid evaluation of the weights of `iteration`, if any."""
-        for e in reversed(self.history.evaluations):
-            if e.iteration == iteration and e.valid:
-                return e
-        return None
-
-    def _write_snapshot_meta(
-        self, it: int, ev: Evaluation | None, m: MapResult | None = None
-    ) -> None:
-        avg = self.history.avg_loss_at(it)
-        meta: dict[str, Any] = {
-            "iteration": it,
-            "cfg_hash": self.cfg_hash,
-            "time": time.time(),
-            "avg_loss": avg,
-        }
-        m = m or (ev.result if ev else None)
-        if m is not None:
-            meta.update(
-                map=m.map,
-                valid=m.valid,
-                iou_threshold=m.iou_threshold,
-                per_class=[dataclasses.asdict(c) for c in m.per_class],
-                average_iou=m.average_iou,
-                precision=m.precision,
-                recall=m.recall,
-            )
-        self.snapshots.update_meta(it, json_safe(meta))
 
     # --- the end ------------------------------------------------------------------------------
 
     async def _after_darknet(self, end: End) -> None:
-        self._complete_pending_save(proof="exit")
-        if self._last_complete is not None and end.status != "detached":
+        self.stopping.complete(proof="exit")
+        last = self.stopping.last_complete
+        if last is not None and end.status != "detached":
             # The newest complete save is the `last` weights, whatever ended the run.
-            self._spawn(self._snapshot(self._last_complete))
+            self.keeper.keep(last)
         if end.status == "finished":
             final = self.files.backup / self.names.final
             it = self.schedule.max_batches or self.history.iteration
             score = self.own_eval and not self.history.evaluated(it) and self.scoring.claim(it)
-            await self._snapshot(_Save(final, it), score=score)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+            await self.keeper.take(Save(final, it), score=score)
+        await self.keeper.wait()
         self._evaluate_last()
 
     def _evaluate_last(self) -> None:
@@ -1125,7 +965,7 @@ class JobRunner:
         if end.status != "detached":
             snaps = []
             for it in self.snapshots.iterations():
-                ev = self._evaluation_at(it)
+                ev = evaluation_at(self.history, it)
                 if ev is not None:
                     snaps.append(Snapshot(it, ev.map, ev.valid))
                 else:
@@ -1155,7 +995,7 @@ class JobRunner:
             argv=self.argv,
             own_evaluation=self.own_eval,
             stop=self.stop_decision if end.status == "stopped" else None,
-            stop_end=self._stop_end,
+            stop_end=self.stopping.end,
             kept=kept,
             unscored=unscored,
             launches=self._launches,
