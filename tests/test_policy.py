@@ -100,8 +100,10 @@ def test_plateau_before_the_last_step_says_so() -> None:
     sched = Schedule(steps=(16000, 18000), scales=(0.1, 0.1))
     stop = first_stop(only(Plateau(patience=2000)), run(20000, falling, maps), sched)
     assert stop is not None
-    assert stop.iteration == 1000 + 4000  # doubled patience before the last step
+    # 2.5× the patience before the last step (the default `before_last_step`).
+    assert stop.iteration == 1000 + int(2000 * Plateau().before_last_step) == 6000
     assert "learning rate still drops at iteration 18000" in stop.reason
+    assert "waited 2.5× the patience" in stop.reason
 
 
 def test_a_learning_rate_step_restarts_the_plateau_count() -> None:

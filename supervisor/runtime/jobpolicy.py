@@ -34,7 +34,7 @@ def rules_for(stop: StopSpec) -> tuple[Rule, ...]:
         rules.append(TargetMap(stop.target_map))
     if stop.overfit.enabled:
         o = stop.overfit
-        rules.append(Overfit(drop=o.drop, confirm=o.confirm, span=o.span))
+        rules.append(Overfit(drop=o.drop, confirm=o.confirm, span=o.span, valid_k=o.valid_k))
     if stop.plateau.enabled:
         p = stop.plateau
         rules.append(

@@ -68,6 +68,7 @@ PLATEAU_VALID_K = _PLATEAU.valid_k  # the gain that counts grows on a small vali
 OVERFIT_DROP = _OVERFIT.drop  # mAP this far below the best counts as a drop
 OVERFIT_CONFIRM = _OVERFIT.confirm  # evaluations in a row below best - drop
 OVERFIT_SPAN = _OVERFIT.span  # ... spanning at least this many iterations
+OVERFIT_VALID_K = _OVERFIT.valid_k  # a drop within a small valid split's noise is none
 NOT_LEARNING_AFTER = _NOT_LEARNING.after  # give the network this long before judging it
 NOT_LEARNING_MAP_BELOW = _NOT_LEARNING.map_below  # mAP still under this means not learning
 NOT_LEARNING_LOSS_WINDOW = _NOT_LEARNING.window  # iterations a falling avg loss is looked for in
@@ -376,6 +377,11 @@ class OverfitRule(Rule):
     span: Annotated[StrictInt, Field(ge=0)] = Field(
         default=OVERFIT_SPAN,
         description="iterations those evaluations must span (noisy frequent evaluations)",
+    )
+    valid_k: Annotated[StrictFloat, Field(ge=0, le=10)] = Field(
+        default=OVERFIT_VALID_K,
+        description="the drop that counts is at least this many times the sampling σ of an "
+        "mAP on the valid split's N objects, √(p(1−p)/N); `drop` stays the floor; 0 = off",
     )
 
 
