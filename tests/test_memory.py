@@ -232,3 +232,46 @@ def test_a_real_runs_tune_and_out_of_memory_are_restored_as_its_supervisor_held_
     r = restore(job.dir / "events.jsonl")
     assert runner.memory is not None
     assert (r.tune.tried, r.tune.tunes) == (runner.memory.tried, runner.memory.tunes) == ({1}, 1)
+
+
+def test_attach_restores_what_tune_tried_into_the_new_supervisors_memory(
+    tmp_path: Path,
+    standin: Path,
+    tiny_data: Path,
+    stock_cfg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same real run as above, but its supervisor detaches after the tune and the out of
+    # memory, and another takes it over (`run --attach`): the subdivisions that ran out of
+    # memory and the tune it spent are the new supervisor's too, so it never tunes to 1 again.
+    from supervisor.runtime.progress import Progress
+    from supervisor.runtime.runner import JobRunner
+
+    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
+    monkeypatch.setenv(gpu_need.SIM_ENV, "")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    job = Job(
+        tmp_path,
+        standin,
+        tiny_data,
+        stock_cfg,
+        script={"iteration_s": 0.01, "oom_at": 250, "oom_mini_batch_over": 4},
+        cfg={"subdivisions": 2},
+        max_batches=900,
+        memory={"tune": True},
+    )
+    job.device(BIG_MIB)
+
+    def detach_after_the_ladder(r: JobRunner, p: Progress) -> None:
+        if p.iteration >= 450 and r.memory is not None and r.memory.tried:
+            r.request_detach()
+
+    first = job.runner(detach_after_the_ladder)
+    assert run(first).status == "detached"
+    assert first.memory is not None and (first.memory.tried, first.memory.tunes) == ({1}, 1)
+    second = JobRunner.for_job_dir(job.dir, job.config())
+    result = run(second)
+    assert result.status == "finished", result.report["cause"]
+    assert second.memory is not None
+    assert (second.memory.tried, second.memory.tunes) == ({1}, 1)
+    assert [e["trigger"] for e in job.events("Relaunched")] == ["tune", "memory"]

@@ -188,7 +188,8 @@ async def test_each_relaunch_trigger_says_why_and_what_changed(tmp_path: Path) -
         "multi-scale resizing)",
         "↻ helmet-v4: GPU out of memory at iteration 1 200: relaunched without darknet's -map "
         "(trainsup now scores the snapshots itself)",
-        "↻ helmet-v4: GPU out of memory at iteration 1 200: relaunched with input size 576×576",
+        "↻ helmet-v4: GPU out of memory at iteration 1 200: relaunched with input size 576×576 "
+        "(was 608×608)",
         "↻ helmet-v4: no output for 25 min after iteration 1 200: relaunched from the last "
         "saved weights (iteration 1 000)",
         "↻ helmet-v4: no output for 25 min after iteration 1 200: relaunched from the initial "

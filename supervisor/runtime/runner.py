@@ -51,7 +51,7 @@ from supervisor.runtime.bus import Bus, Record
 from supervisor.runtime.diagnosis import DiagnosisWatch, diagnosis_facts
 from supervisor.runtime.jobpolicy import policy_for, schedule_of
 from supervisor.runtime.keeping import Keeper, evaluation_at
-from supervisor.runtime.memory_watch import JobMemory
+from supervisor.runtime.memory_watch import JobMemory, TuneMemory
 from supervisor.runtime.preflight import evaluation_source
 from supervisor.runtime.progress import Progress, format_progress
 from supervisor.runtime.records import EventsFile, to_record
@@ -248,6 +248,8 @@ class JobRunner:
         self._stalled: str | None = None
         self._oom: OomContext | None = None
         self.memory: JobMemory | None = None  # GPU sampling and the memory model (GPU jobs)
+        # What `memory.tune` tried under an earlier supervisor of this job (--attach).
+        self._restored_tune: TuneMemory | None = None
         # memory.tune: a decided step waits for darknet's next complete save (`_check_tune`).
         self._tune: tuple[TuneStep, int, float] | None = None  # step, at iteration, when
         self._tuning = False  # darknet was terminated for it: the launch ends in a tune
@@ -477,6 +479,8 @@ class JobRunner:
             every_s=self.config.gpu_every,
         )
         if self.memory is not None:
+            if self._restored_tune is not None:
+                self.memory.restore_tune(self._restored_tune.tried, self._restored_tune.tunes)
             self.bus.subscribe(self.memory)
             self.memory.start()
 
@@ -805,6 +809,7 @@ class JobRunner:
         at its checkpoint, and find darknet. None: it no longer runs."""
         r = restore(self.job_dir / "events.jsonl")
         self.history, self._launches, self.scoring.unscored = r.history, r.launches, r.unscored
+        self._restored_tune = r.tune
         if r.stop is not None:
             self.stopping.restored(r.stop)
         # The parser's own state (flavour evidence, a half-read mAP block, line numbers) is

@@ -211,7 +211,12 @@ def _memory_relaunch(h: History, facts: EndFacts, oom: GpuError) -> End | Relaun
         "mini_batch": m.mini_batch,
         "batch": m.batch,
         "subdivisions": m.subdivisions,
+        # The rest of the setting before the step, so that a message can say what it was.
+        "random": int(m.random),
+        "map": int(m.map),
     }
+    if m.width and m.height:
+        numbers.update(width=m.width, height=m.height)
     if ctx.gpu is not None:
         numbers.update(
             gpu=ctx.gpu.index, gpu_used_mib=ctx.gpu.used_mib, gpu_total_mib=ctx.gpu.total_mib
