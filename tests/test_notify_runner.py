@@ -56,10 +56,10 @@ def test_a_training_tells_the_receiver_what_report_json_says(
     r = result.report
     assert result.status == "finished"
     # The stand-in's valid split holds 16 objects: the first evaluation's diagnosis is
-    # insufficient data, told once (on the bus inside that evaluation's record, so before
-    # its new best), as report.json ends with it.
-    assert [m["event"] for m in got] == ["started", "diagnosis", "new_best", "new_best", "stopped"]
-    assert got[1]["pattern"] == r["diagnosis"]["pattern"] == "insufficient_data"
+    # insufficient data, told once (after that evaluation's new best: the runner diagnoses
+    # once the evaluation is in its history and its best is said), as report.json ends with it.
+    assert [m["event"] for m in got] == ["started", "new_best", "diagnosis", "new_best", "stopped"]
+    assert got[2]["pattern"] == r["diagnosis"]["pattern"] == "insufficient_data"
     assert mismatches_with_report(got, r) == []
     assert [m["iteration"] for m in got if m["event"] == "new_best"] == [100, 200]
     end = got[-1]
@@ -115,9 +115,9 @@ def test_discord_gets_the_chart_the_chart_listener_draws(make_job: Callable[...,
         assert asyncio.run(go()).status == "finished"
         got = rx.requests
     kinds = [json.loads(r.form["payload_json"])["content"][:1] if r.files else "j" for r in got]
-    # Started as JSON, the rest with the chart: the diagnosis (insufficient data, at the
-    # first evaluation), the two new bests, the end.
-    assert kinds == ["j", "⚕", "★", "★", "■"], kinds
+    # Started as JSON, the rest with the chart: the first new best, the diagnosis it brought
+    # (insufficient data), the second new best, the end.
+    assert kinds == ["j", "★", "⚕", "★", "■"], kinds
     images = [r.files["files[0]"][2] for r in got[1:]]
     assert all(i.startswith(_PNG_SIGNATURE) for i in images)
     final = (job.dir / "chart.png").read_bytes()
@@ -145,8 +145,8 @@ def test_trainsup_run_uploads_its_chart_to_telegram(make_job: Callable[..., Any]
         got = list(rx.requests)
     assert [r.path.rsplit("/", 1)[-1] for r in got] == [
         "sendMessage",  # started: no chart
-        "sendPhoto",  # the diagnosis at the first evaluation
-        "sendPhoto",
+        "sendPhoto",  # the first new best
+        "sendPhoto",  # the diagnosis it brought
         "sendPhoto",
         "sendPhoto",  # finished
     ], [(r.path, r.form) for r in got]

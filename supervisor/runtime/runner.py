@@ -412,13 +412,12 @@ class JobRunner:
         adopted = self._restore() if self.attach else None
         self._events = EventsFile(self.job_dir / "events.jsonl")
         self.bus.subscribe(self._events, essential=True)
-        # The seed's pattern, re-read after each evaluation; a `Diagnosis` record when it moves.
+        # The seed's pattern, re-read after each evaluation (`_on_event`, after its NewBest, so
+        # that a channel reads the best before what the curve looks like); a `Diagnosis`
+        # record when it moves.
         self._diagnosis = DiagnosisWatch(
-            lambda: self.history,
-            diagnosis_facts(self.schedule, self.check),
-            publish=self.bus.publish,
+            lambda: self.history, diagnosis_facts(self.schedule, self.check)
         )
-        self.bus.subscribe(self._diagnosis)
         for kind, fields in self._held:
             self._publish(kind, **fields)
         try:
@@ -879,6 +878,10 @@ class JobRunner:
                 if best_before is None
                 else {"iteration": best_before.iteration, "map": best_before.map},
             )
+        if isinstance(ev, MapResult):
+            diagnosed = self._diagnosis.check(self.history)
+            if diagnosed is not None:
+                self.bus.publish(diagnosed)
         if isinstance(ev, WeightsSaved):
             it = ev.iteration if ev.iteration is not None else self.history.iteration
             self.stopping.announced(Save(self._weights_path(ev.path), it))
