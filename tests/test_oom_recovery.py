@@ -377,6 +377,9 @@ def test_a_hang_is_killed_and_relaunched_from_the_newest_weights(
     assert relaunched[0]["reason"].startswith("darknet hung: no iteration line for")
     assert "resuming from iteration 100" in relaunched[0]["reason"]
     assert relaunched[0]["backoff_s"] == 0.2 and "after 200 ms" in relaunched[0]["reason"]
+    # The silence as numbers too (a chat message says "no output for …" from them).
+    numbers = relaunched[0]["numbers"]
+    assert numbers["silent_s"] >= 0.4 and numbers["since_launch"] is False
     launched = job.events("Launched")
     assert launched[1]["time"] - relaunched[0]["time"] >= 0.2  # the backoff was waited out
     assert job.starts() == [0, 100]
@@ -570,7 +573,10 @@ def test_a_launch_silent_past_the_startup_limit_is_a_hang(make_job: Callable[...
     result = run(job.runner(stall_floor=0.3, stall_startup=0.8, backoff=0.05))
     stalled = job.events("Stalled")
     assert len(stalled) == 2 and all("since the launch" in e["reason"] for e in stalled)
-    assert [e["trigger"] for e in job.events("Relaunched")] == ["stall"]
+    relaunched = job.events("Relaunched")
+    assert [e["trigger"] for e in relaunched] == ["stall"]
+    assert relaunched[0]["numbers"]["since_launch"] is True
+    assert relaunched[0]["numbers"]["silent_s"] >= 0.8
     assert result.status == "failed" and "the second time" in result.report["cause"]
 
 

@@ -798,6 +798,10 @@ class JobRunner:
             earlier_failures=tuple(self._failures),
             oom=self._oom,
             stalled=self._stalled,
+            stalled_s=self.watchdog.silence[0] if self._stalled and self.watchdog.silence else None,
+            stalled_since_launch=bool(
+                self._stalled and self.watchdog.silence and self.watchdog.silence[1]
+            ),
             tuned=self._tune[0] if self._tuning and self._tune else None,
         )
 

@@ -95,6 +95,9 @@ class StallWatchdog:
         self._per_iteration: deque[float] = deque(maxlen=200)
         self._last: tuple[float, int] | None = None
         self._started: float | None = None  # the first check of this launch, before iterations
+        # The hang `check` last put in words, as numbers: seconds silent, and whether no
+        # iteration line came since the launch (for records: a message says it its own way).
+        self.silence: tuple[float, bool] | None = None
 
     def launched(self) -> None:
         """A new launch: only the startup limit until it prints its first iteration."""
@@ -129,6 +132,7 @@ class StallWatchdog:
         limit = self.limit()
         if silent <= limit:
             return None
+        self.silence = (silent, False)
         median = statistics.median(self._per_iteration) if self._per_iteration else None
         pace = f"{self.k:g} × the median {median:.3g} s per iteration" if median else "no pace yet"
         return (
@@ -143,6 +147,7 @@ class StallWatchdog:
         silent = now - self._started
         if silent <= self.startup:
             return None
+        self.silence = (silent, True)
         return (
             f"no iteration line in the {_s(silent)} since the launch (the startup limit is "
             f"{self.startup:g} s: darknet may be stuck initialising the GPU or loading data)"

@@ -65,6 +65,8 @@ class EndFacts:
             error: start, resize, -map, mid-run); None = mid-run at the last iteration.
         stalled: the watchdog killed this launch as hung, in words ("no iteration line for
             312 s after iteration 150 …"); None = it did not.
+        stalled_s, stalled_since_launch: the same silence in seconds, and whether no iteration
+            line had come since the launch (None: not known).
         tuned: the supervisor ended this launch after a complete save for `memory.tune`
             (`training/tune.py`): relaunch with its lower subdivisions.
     """
@@ -84,6 +86,8 @@ class EndFacts:
     earlier_failures: tuple[str, ...] = ()
     oom: OomContext | None = None
     stalled: str | None = None
+    stalled_s: float | None = None
+    stalled_since_launch: bool = False
     tuned: TuneStep | None = None
 
 
@@ -270,9 +274,12 @@ def _stall_relaunch(h: History, facts: EndFacts) -> End | Relaunch:
             f"{what}, after {facts.relaunches} relaunches (memory.max_relaunches = "
             f"{facts.max_relaunches}); advice: {HANG_ADVICE}",
         )
+    numbers: dict[str, int | float] = {"iteration": h.iteration}
+    if facts.stalled_s is not None:
+        numbers.update(silent_s=round(facts.stalled_s, 1), since_launch=facts.stalled_since_launch)
     return Relaunch(
         f"{what}: killed and relaunched from the newest complete weights",
-        numbers={"iteration": h.iteration},
+        numbers=numbers,
         failure=key,
         kind="stall",
     )
