@@ -26,6 +26,7 @@ Record types:
     GpuSample       {gpu, name, used_mib, total_mib, process_mib, util, temp, power, launch,
                     peak_mib}: GPU memory on a schedule (`runtime/gpu_sampler.py`)
     Diagnosis       the live diagnosis changed (`runtime/diagnosis.py`)
+    TuneTried       {subdivisions, why, launch}: a value `memory.tune` never tunes to again
     GpuError, FatalError, NanLoss, Resized, LayerIoU, IterationsRepeated: parser events as
                     their dataclasses in `training/events.py`
 """
