@@ -200,6 +200,34 @@ def test_restore_counts_each_tune_record_and_ignores_what_is_not_one(tmp_path: P
     assert (restore(tmp_path / "none.jsonl").tune.tried, restore(events).tune.tunes) == (set(), 2)
 
 
+def _tune_job(
+    tmp_path: Path,
+    standin: Path,
+    tiny_data: Path,
+    stock_cfg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    iteration_s: float,
+    max_batches: int,
+) -> Job:
+    """The stand-in on a big simulated GPU with `memory.tune`: tune 2 → 1 early, an out of
+    memory at 250 (a mini-batch over 4 images), the ladder back to 2."""
+    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
+    monkeypatch.setenv(gpu_need.SIM_ENV, "")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    job = Job(
+        tmp_path,
+        standin,
+        tiny_data,
+        stock_cfg,
+        script={"iteration_s": iteration_s, "oom_at": 250, "oom_mini_batch_over": 4},
+        cfg={"subdivisions": 2},
+        max_batches=max_batches,
+        memory={"tune": True},
+    )
+    job.device(BIG_MIB)
+    return job
+
+
 def test_a_real_runs_tune_and_out_of_memory_are_restored_as_its_supervisor_held_them(
     tmp_path: Path,
     standin: Path,
@@ -210,20 +238,7 @@ def test_a_real_runs_tune_and_out_of_memory_are_restored_as_its_supervisor_held_
     # The runner and the stand-in darknet for real (the GPU simulated): tune 2 → 1, an out of
     # memory at 1, the ladder back to 2. What `restore` reads from the events file they wrote
     # is what the supervisor held when it ended.
-    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
-    monkeypatch.setenv(gpu_need.SIM_ENV, "")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    job = Job(
-        tmp_path,
-        standin,
-        tiny_data,
-        stock_cfg,
-        script={"iteration_s": 0.005, "oom_at": 250, "oom_mini_batch_over": 4},
-        cfg={"subdivisions": 2},
-        max_batches=600,
-        memory={"tune": True},
-    )
-    job.device(BIG_MIB)
+    job = _tune_job(tmp_path, standin, tiny_data, stock_cfg, monkeypatch, 0.005, 600)
     runner = job.runner()
     result = run(runner)
     assert result.status == "finished", result.report["cause"]
@@ -247,20 +262,7 @@ def test_attach_restores_what_tune_tried_into_the_new_supervisors_memory(
     from supervisor.runtime.progress import Progress
     from supervisor.runtime.runner import JobRunner
 
-    monkeypatch.setenv("TRAINSUP_SCRIPT", "")
-    monkeypatch.setenv(gpu_need.SIM_ENV, "")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    job = Job(
-        tmp_path,
-        standin,
-        tiny_data,
-        stock_cfg,
-        script={"iteration_s": 0.01, "oom_at": 250, "oom_mini_batch_over": 4},
-        cfg={"subdivisions": 2},
-        max_batches=900,
-        memory={"tune": True},
-    )
-    job.device(BIG_MIB)
+    job = _tune_job(tmp_path, standin, tiny_data, stock_cfg, monkeypatch, 0.01, 900)
 
     def detach_after_the_ladder(r: JobRunner, p: Progress) -> None:
         if p.iteration >= 450 and r.memory is not None and r.memory.tried:

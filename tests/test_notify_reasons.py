@@ -10,7 +10,6 @@ message goes over the runtime's real bus to a real local HTTP receiver.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from supervisor.notify.receiver import Receiver, Recorded, mismatches_with_repor
 from supervisor.runtime.bus import Bus
 from supervisor.runtime.diagnosis import DiagnosisWatch, diagnosis_record
 from supervisor.runtime.records import to_record
-from supervisor.runtime.runner import JobResult
 from supervisor.runtime.watchdog import StallWatchdog
 from supervisor.spec import parse_spec
 from supervisor.spec.notify import EVENTS, NotifyTarget
@@ -37,6 +35,7 @@ from supervisor.training.memory import MemorySetting, OomContext, Phase, fmt_int
 from supervisor.training.tune import TuneStep
 from tests import test_runner_standin as st
 from tests.test_notify_formats import FAST, target
+from tests.test_notify_runner import run_notified
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -276,24 +275,7 @@ def test_the_runners_out_of_memory_relaunches_reach_the_channel(
             max_batches=300,
             notify=[{"type": "webhook", "url": rx.url("/e2e"), "new_best_interval": None}],
         )
-
-        async def go() -> JobResult:
-            runner = job.runner()
-            notes = attach_notifications(
-                runner.bus.subscribe,
-                runner.spec.notify,
-                runner.job_dir,
-                job_name=runner.spec.name,
-                config=FAST,
-            )
-            try:
-                result: JobResult = await runner.run()
-                return result
-            finally:
-                assert await notes.flush(10) == 0
-                await notes.aclose()
-
-        result = asyncio.run(go())
+        result = run_notified(job)
         every = rx.messages("/e2e")
     assert result.status == "finished", result.report["cause"]
     assert mismatches_with_report(every, result.report) == []  # triggers as report.json's
