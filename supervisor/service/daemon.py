@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from supervisor.runtime.records import resume_records
 from supervisor.runtime.runner import JobRunner, JobSetupError, Progress, RunnerConfig
 from supervisor.service.admission import Refused, admit
 from supervisor.service.config import DaemonConfig
+from supervisor.service.scheduling import Queued, runnable
 from supervisor.service.sdnotify import SdNotify
 from supervisor.service.store import ACTIVE, TERMINAL, Store, StoreError
 from supervisor.spec import SpecError, parse_spec
@@ -132,6 +132,7 @@ class Daemon:
         self.inbox = self.state_dir / "inbox"
         self.store: Store
         self.running: dict[int, Running] = {}
+        self.waiting: dict[int, str] = {}  # queued job id → why it waits (the last pass's)
         self._deliveries: set[asyncio.Task[None]] = set()
         self.accepting = False
         self.ready = False
@@ -313,32 +314,49 @@ class Daemon:
 
     # --- the queue ---------------------------------------------------------------------------
 
-    def _in_use(self) -> tuple[int, Counter[int]]:
-        """CPU jobs running, and how many running jobs hold each GPU."""
+    def _holders(self) -> tuple[int, dict[int, list[int]]]:
+        """CPU jobs running, and which running jobs hold each GPU."""
         cpu = sum(1 for r in self.running.values() if not r.device)
-        gpus = Counter(g for r in self.running.values() for g in r.device)
+        gpus: dict[int, list[int]] = {}
+        for r in self.running.values():
+            for g in r.device:
+                gpus.setdefault(g, []).append(r.job_id)
         return cpu, gpus
+
+    def _pending_after(self, row: dict[str, Any]) -> int | None:
+        """The job's `--after` dependency while it has not ended (a removed one never holds)."""
+        after = row["after_id"]
+        if after is None:
+            return None
+        dep = self.store.get(after)
+        return after if dep is not None and dep["state"] not in TERMINAL else None
 
     async def queue_pass(self) -> None:
         if not self.accepting:
             return
-        for row in self.store.queue():
-            after = row["after_id"]
-            if after is not None:
-                dep = self.store.get(after)
-                if dep is not None and dep["state"] not in TERMINAL:
-                    continue
-            want: list[int] = json.loads(row["gpus"])
-            cpu, gpus = self._in_use()
-            if want:
-                full = any(gpus[g] >= self.config.jobs_per_gpu for g in want)
-                if full or any(g not in self.gpus for g in want):
-                    continue
-                if any(gpus[g] for g in want) and not self._memory_fits(row, want):
-                    continue  # a shared GPU: wait until the memory model says the job fits
-            elif cpu >= self.config.cpu_slots:
-                continue
-            self._start(row, want)
+        rows = {row["id"]: row for row in self.store.queue()}
+        queue = [
+            Queued(job_id, tuple(json.loads(row["gpus"])), self._pending_after(row))
+            for job_id, row in rows.items()
+        ]
+        cpu, holders = self._holders()
+        plan = runnable(
+            queue,
+            holders,
+            cpu,
+            gpus=self.gpus,
+            jobs_per_gpu=self.config.jobs_per_gpu,
+            cpu_slots=self.config.cpu_slots,
+            fits=lambda job: self._memory_fits(rows[job.job_id], list(job.gpus)),
+        )
+        for job_id, reason in plan.waiting.items():
+            # Once per change, so info is quiet enough (the pass runs every few seconds) and an
+            # operator sees why a job waits: the service's log filters out debug.
+            if self.waiting.get(job_id) != reason:
+                log.info(reason, job_id=job_id)
+        self.waiting = plan.waiting
+        for job_id, device in plan.start:
+            self._start(rows[job_id], list(device))
 
     def _memory_fits(self, row: dict[str, Any], want: list[int]) -> bool:
         """Whether the memory model, asked with the GPUs' free memory now, does not predict
