@@ -167,6 +167,10 @@ def test_the_daemon_starts_a_two_gpu_job_before_a_later_one_gpu_job(
     # Each submit woke a queue pass; GPU 0 is free all along, but b reserved it.
     assert d.job(c)["state"] == "queued", d.job(c)
     assert d.job(b)["state"] == "queued" and d.job(a)["state"] == "running"
+    # `show` says why, as the log does.
+    assert d.job(c)["waiting"] == f"waiting: GPU 0 is reserved for job {b}, earlier in the queue"
+    assert d.job(b)["waiting"] == f"waiting: GPU 1 is busy (job {a})"
+    assert d.job(a)["waiting"] is None
     said = [json.loads(line) for line in d.log_text().splitlines() if line.startswith("{")]
     why = [e for e in said if e.get("job_id") == c and e["event"].startswith("waiting: ")]
     # Once, though several passes ran since: the log says a reason when it changes.

@@ -663,6 +663,8 @@ class Daemon:
             "kept": self.store.kept(job_id),
             "job_dir": row["job_dir"],
             "diagnosis": self._diagnosis(job_id),
+            # Why a queued job has not started, as the last queue pass said (None otherwise).
+            "waiting": self.waiting.get(job_id) if row["state"] == "queued" else None,
         }
 
     def _diagnosis(self, job_id: int) -> dict[str, Any] | None:
