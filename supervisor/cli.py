@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 import click
 
 from supervisor import __version__
+from supervisor.service.commands import config_option, socket_option
 from supervisor.training.events import Flavour
 
 FLAVOUR_CHOICE = click.Choice(["pjreddie", "alexeyab", "hankai"])
@@ -142,17 +143,27 @@ def analyze(
 
 
 @main.command()
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.argument("target", metavar="(JOB_DIR|LOG|ID)")
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the image [default: JOB_DIR/chart.png, or ./<LOG name>.chart.png].",
+    help="Where to write the image [default: JOB_DIR/chart.png, ./<LOG name>.chart.png, or "
+    "./chart-<ID>.png].",
 )
-@click.option("--svg", is_flag=True, help="Write SVG instead of PNG.")
-def chart(target: Path, output: Path | None, svg: bool) -> None:
-    """Draw the chart of a job dir (TARGET is JOB_DIR) or of any darknet LOG.
+@click.option("--svg", is_flag=True, help="Write SVG instead of PNG (not with a job ID).")
+@config_option
+@socket_option
+def chart(
+    target: str,
+    output: Path | None,
+    svg: bool,
+    config_path: Path | None,
+    socket_path: Path | None,
+) -> None:
+    """Draw the chart of a job dir (TARGET is JOB_DIR) or of any darknet LOG; or fetch the chart
+    of the daemon's job ID (a number that is no path here) from `trainsup serve`.
 
     Loss and avg loss, mAP with the best marked, IoU, learning-rate steps, relaunches, the stop
     point with its rule, the kept weights and the diagnosis in the title. A LOG gets the stop
@@ -162,24 +173,64 @@ def chart(target: Path, output: Path | None, svg: bool) -> None:
     from supervisor.report.chart import write_chart
     from supervisor.runtime.chart_listener import NothingToChart, chart_of_job_dir, chart_of_log
 
+    path = Path(target)
+    if not path.exists():
+        # A path that exists wins: `trainsup chart 12` on a folder named 12 draws that folder.
+        if target.isascii() and target.isdigit():
+            _chart_of_daemon_job(int(target), output, svg, config_path, socket_path)
+            return
+        click.echo(
+            f"error: {target} does not exist: give a job dir, a darknet log, or the number of "
+            "a daemon's job (`trainsup ls` lists them)",
+            err=True,
+        )
+        sys.exit(2)
     fmt: Literal["png", "svg"] = "svg" if svg else "png"
-    if target.is_dir():
-        if not (target / "events.jsonl").is_file():
-            click.echo(f"error: {target} is not a job dir (no events.jsonl in it)", err=True)
+    if path.is_dir():
+        if not (path / "events.jsonl").is_file():
+            click.echo(f"error: {path} is not a job dir (no events.jsonl in it)", err=True)
             sys.exit(2)
-        data = chart_of_job_dir(target)
-        out = output or target / f"chart.{fmt}"
+        data = chart_of_job_dir(path)
+        out = output or path / f"chart.{fmt}"
     else:
         try:
-            data = chart_of_log(target)
+            data = chart_of_log(path)
         except (LogReadError, NothingToChart) as e:
             click.echo(str(e), err=True)
             sys.exit(2)
-        out = output or Path(f"{target.stem}.chart.{fmt}")
+        out = output or Path(f"{path.stem}.chart.{fmt}")
     try:
         write_chart(out, data, fmt)
     except OSError as e:
         click.echo(f"error: cannot write {out}: {e}", err=True)
+        sys.exit(2)
+    click.echo(str(out))
+
+
+def _chart_of_daemon_job(
+    job_id: int, output: Path | None, svg: bool, config_path: Path | None, socket_path: Path | None
+) -> None:
+    """`trainsup chart ID`: the chart.png the daemon's chart listener drew, as it serves it."""
+    from supervisor.service.commands import _call, _client
+
+    if svg:
+        click.echo(
+            f"error: the daemon serves job charts as PNG only: drop --svg, or draw SVG from the "
+            f"job dir on the daemon's machine (`trainsup chart JOB_DIR --svg`; `trainsup show "
+            f"{job_id}` prints the job dir)",
+            err=True,
+        )
+        sys.exit(2)
+    client = _client(config_path, socket_path)
+    try:
+        data = _call(client.chart_png, job_id)
+    finally:
+        client.close()
+    out = output or Path(f"chart-{job_id}.png")
+    try:
+        out.write_bytes(data)
+    except OSError as e:
+        click.echo(f"error: cannot write {out}: {e.strerror or e}", err=True)
         sys.exit(2)
     click.echo(str(out))
 

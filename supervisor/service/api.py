@@ -1,5 +1,9 @@
 """The daemon's HTTP API (JSON), on its Unix socket and, when configured, on TCP.
 
+`GET /jobs/ID` is the one negotiated route: a browser (Accept ranks text/html above
+application/json) gets the job's HTML page (supervisor/service/page.py), everyone else the JSON
+view. `GET /jobs/ID/chart.png` serves the job dir's chart. Both pass the same auth as the rest.
+
 aiohttp's server: it runs in the daemon's own asyncio loop (no second server process or
 thread), listens on a Unix socket natively (`web.UnixSite`), and is one well-kept dependency.
 The socket is created with the configured mode (umask set around the bind, so there is no
@@ -9,8 +13,10 @@ moment with wider access) and group. TCP answers only requests with the bearer t
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import hmac
+import json
 import os
 import socket
 import stat
@@ -20,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from supervisor.service import metrics
+from supervisor.runtime.chart_listener import CHART_FILE
+from supervisor.service import metrics, page
 from supervisor.service.admission import Refused
 from supervisor.service.store import TERMINAL
 
@@ -132,7 +139,71 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON].view(_job_id(request)))
+    view = request.app[DAEMON].view(_job_id(request))
+    # Vary: a cache in front (the reverse proxy of `public_url`) must not hand the page to
+    # a script or the JSON to a browser.
+    if not page.prefers_html(request.headers.get("Accept")):
+        return web.json_response(view, headers={"Vary": "Accept"})
+    diagnosis, chart_version = await asyncio.to_thread(_page_files, view)
+    return web.Response(
+        text=page.render_job(view, diagnosis, chart_version),
+        content_type=page.CONTENT_TYPE,
+        charset="utf-8",
+        headers={"Vary": "Accept", **page.SECURITY_HEADERS},
+    )
+
+
+def _page_files(view: dict[str, Any]) -> tuple[dict[str, Any] | None, int | None]:
+    """What the page reads from the job dir: the final diagnosis (report.json's, as
+    `trainsup show` prefers it once the job ended) else the live one; the chart's mtime."""
+    diagnosis = view.get("diagnosis")
+    if not view.get("job_dir"):
+        return diagnosis, None
+    job_dir = Path(view["job_dir"])
+    try:
+        final = json.loads((job_dir / "report.json").read_text()).get("diagnosis")
+    except (OSError, ValueError, AttributeError):
+        final = None
+    if isinstance(final, dict):
+        diagnosis = final
+    try:
+        st = (job_dir / CHART_FILE).lstat()
+    except OSError:
+        return diagnosis, None
+    return diagnosis, st.st_mtime_ns if stat.S_ISREG(st.st_mode) else None
+
+
+def _no_chart(job_id: int, why: str) -> web.Response:
+    return web.json_response(
+        {"error": f"job {job_id} has no chart yet: {why}; it is drawn after each evaluation "
+                  "and at the end (try again later)"},
+        status=404,
+    )  # fmt: skip
+
+
+def _read_chart(path: Path) -> bytes | None:
+    """The chart's bytes; None when absent or not a regular file (the listener writes a plain
+    file by rename: a symlink there is not its chart, so it is not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read()
+
+
+async def chart(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    view = request.app[DAEMON].view(job_id)  # 404 for an unknown job
+    if not view["job_dir"]:
+        return _no_chart(job_id, f"it is {view['state']} and has not started")
+    # Only the job's own dir and the one file name: nothing from the request reaches the path.
+    data = await asyncio.to_thread(_read_chart, Path(view["job_dir"]) / CHART_FILE)
+    if data is None:
+        return _no_chart(job_id, "not drawn yet")
+    return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -197,6 +268,7 @@ def make_app(daemon: Daemon, token: str | None) -> web.Application:
             web.get("/jobs", list_jobs),
             web.post("/jobs", submit),
             web.get(r"/jobs/{id:\d+}", show),
+            web.get(r"/jobs/{id:\d+}/chart.png", chart),
             web.get(r"/jobs/{id:\d+}/log", logs),
             web.get(r"/jobs/{id:\d+}/events", events),
             web.post(r"/jobs/{id:\d+}/stop", stop),

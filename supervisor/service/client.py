@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 class ClientError(Exception):
     """The request failed; the message is for the user (what happened, what to do)."""
@@ -62,3 +64,14 @@ class Client:
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         return self.request(method, path, **kw).json()
+
+    def chart_png(self, job_id: int) -> bytes:
+        """The job's chart.png as the daemon serves it (`GET /jobs/ID/chart.png`)."""
+        r = self.request("GET", f"/jobs/{job_id}/chart.png")
+        if not r.content.startswith(PNG_SIGNATURE):
+            # A proxy's login page or the like in front of the daemon: not a chart to write.
+            raise ClientError(
+                f"{self.where} answered /jobs/{job_id}/chart.png with "
+                f"{r.headers.get('Content-Type', 'no content type')}, not a PNG image"
+            )
+        return r.content
