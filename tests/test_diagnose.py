@@ -158,6 +158,13 @@ def test_a_tiny_valid_split_is_insufficient_data_whatever_the_mAP() -> None:
     assert d.pattern == "insufficient_data"
     assert "12 objects" in d.evidence[0]
     assert diagnose(run(falling(4000), maps, objects=500)).pattern == "good"
+    # The split is what is too small: enlarging it is the first advice, not a longer run.
+    assert d.advice[0].startswith("add data; make the validation split larger")
+
+
+def test_too_few_evaluations_advise_a_longer_run_first() -> None:
+    d = diagnose(run(falling(3000), {2000: 0.8, 3000: 0.82}))
+    assert d.pattern == "insufficient_data" and d.advice[0].startswith("train longer")
 
 
 def test_too_few_evaluations_are_insufficient_data_or_too_early_live() -> None:

@@ -44,7 +44,7 @@ VIEW_KEYS = {
     "id", "name", "state", "priority", "after", "user", "binary", "device", "submitted",
     "started", "ended", "pid", "iteration", "max_iterations", "avg_loss", "last_map", "best",
     "iterations_per_s", "budget_left_s", "next_evaluation", "stop", "status", "cause", "error",
-    "relaunches", "kept", "job_dir", "diagnosis",
+    "relaunches", "kept", "job_dir", "diagnosis", "waiting",
 }  # fmt: skip
 
 

@@ -462,6 +462,9 @@ _INSUFFICIENT_ADVICE = (
     "train longer (darknet's rule: max_batches = classes × 2 000, at least 6 000)",
     "add data; make the validation split larger (hundreds of objects) and of real variety",
 )
+# When the valid split is what is too small, enlarging it comes first: a longer run measured on
+# it is no better measured.
+_SMALL_SPLIT_ADVICE = (_INSUFFICIENT_ADVICE[1], _INSUFFICIENT_ADVICE[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,7 +504,7 @@ class TooLittleSignal:
                 )
             return Diagnosis(
                 "insufficient_data", 0.8, tuple(evidence), _INSUFFICIENT_CAUSES,
-                _INSUFFICIENT_ADVICE,
+                _SMALL_SPLIT_ADVICE,
             )  # fmt: skip
         judged = f.judged_from()
         if f.live and judged is not None and f.h.iteration < judged:
