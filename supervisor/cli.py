@@ -211,7 +211,7 @@ def _chart_of_daemon_job(
     job_id: int, output: Path | None, svg: bool, config_path: Path | None, socket_path: Path | None
 ) -> None:
     """`trainsup chart ID`: the chart.png the daemon's chart listener drew, as it serves it."""
-    from supervisor.service.commands import _call, _client
+    from supervisor.service.commands import call, client_for
 
     if svg:
         click.echo(
@@ -221,9 +221,9 @@ def _chart_of_daemon_job(
             err=True,
         )
         sys.exit(2)
-    client = _client(config_path, socket_path)
+    client = client_for(config_path, socket_path)
     try:
-        data = _call(client.chart_png, job_id)
+        data = call(client.chart_png, job_id)
     finally:
         client.close()
     out = output or Path(f"chart-{job_id}.png")

@@ -52,7 +52,9 @@ def _config(path: Path | None) -> Any:
         sys.exit(2)
 
 
-def _client(config_path: Path | None, socket_path: Path | None) -> Client:
+def client_for(config_path: Path | None, socket_path: Path | None) -> Client:
+    """The daemon's client: `TRAINSUP_URL` (+ `TRAINSUP_TOKEN_FILE`) over TCP, else the socket
+    of `--socket`, `TRAINSUP_SOCKET` or the config."""
     # Imported here: httpx is a tenth of a second that the other commands need not pay.
     from supervisor.service.client import Client
     from supervisor.service.config import find_socket
@@ -67,7 +69,8 @@ def _client(config_path: Path | None, socket_path: Path | None) -> Client:
     return Client(find_socket(None, socket_path))
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """`fn(*args, **kw)`, a client error turned into the command's clear message and exit."""
     from supervisor.service.client import ClientError
 
     try:
@@ -163,7 +166,7 @@ def submit(
     except SpecError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
-    client = _client(config_path, socket_path)
+    client = client_for(config_path, socket_path)
     body = {
         "yaml": text,
         "source": str(file),
@@ -171,7 +174,7 @@ def submit(
         "priority": priority,
         "after": after,
     }
-    res = _call(lambda: client.json("POST", "/jobs", json=body))
+    res = call(lambda: client.json("POST", "/jobs", json=body))
     if as_json:
         click.echo(json.dumps({"id": res["id"]}))
     else:
@@ -184,8 +187,8 @@ def submit(
 @socket_option
 def ls_(as_json: bool, config_path: Path | None, socket_path: Path | None) -> None:
     """List the jobs."""
-    client = _client(config_path, socket_path)
-    jobs = _call(lambda: client.json("GET", "/jobs"))
+    client = client_for(config_path, socket_path)
+    jobs = call(lambda: client.json("GET", "/jobs"))
     if as_json:
         _dump(jobs)
         return
@@ -216,8 +219,8 @@ def ls_(as_json: bool, config_path: Path | None, socket_path: Path | None) -> No
 @socket_option
 def show(job_id: int, as_json: bool, config_path: Path | None, socket_path: Path | None) -> None:
     """One job: state, device, progress, mAP, stop rule and reason, kept weights, job dir."""
-    client = _client(config_path, socket_path)
-    j = _call(lambda: client.json("GET", f"/jobs/{job_id}"))
+    client = client_for(config_path, socket_path)
+    j = call(lambda: client.json("GET", f"/jobs/{job_id}"))
     if as_json:
         _dump(j)
         return
@@ -284,11 +287,11 @@ def _diagnosis_of(j: dict[str, Any]) -> Diagnosis | None:
 @socket_option
 def logs(job_id: int, follow: bool, config_path: Path | None, socket_path: Path | None) -> None:
     """darknet's output of a job (all launches)."""
-    client = _client(config_path, socket_path)
+    client = client_for(config_path, socket_path)
     offset = 0
     out = sys.stdout.buffer
     while True:
-        r = _call(client.request, "GET", f"/jobs/{job_id}/log", params={"offset": offset})
+        r = call(client.request, "GET", f"/jobs/{job_id}/log", params={"offset": offset})
         out.write(r.content)
         out.flush()
         offset = int(r.headers["X-Next-Offset"])
@@ -326,10 +329,10 @@ def events(
     socket_path: Path | None,
 ) -> None:
     """The job's events and decisions (Iteration and Checkpoint records only with --all)."""
-    client = _client(config_path, socket_path)
+    client = client_for(config_path, socket_path)
     after = 0
     while True:
-        res = _call(client.json, "GET", f"/jobs/{job_id}/events", params={"after": after})
+        res = call(client.json, "GET", f"/jobs/{job_id}/events", params={"after": after})
         for e in res["events"]:
             after = e["seq"]
             rec = e["record"]
@@ -354,8 +357,8 @@ def _action(name: str, doc: str, method: Callable[[Client, int], Any]) -> click.
     @socket_option
     def command(job_id: int, as_json: bool, config_path: Path | None,
                 socket_path: Path | None) -> None:  # fmt: skip
-        client = _client(config_path, socket_path)
-        res = _call(lambda: method(client, job_id))
+        client = client_for(config_path, socket_path)
+        res = call(lambda: method(client, job_id))
         if as_json:
             _dump(res)
         else:
@@ -374,8 +377,8 @@ def stop(
     job_id: int, now: bool, as_json: bool, config_path: Path | None, socket_path: Path | None
 ) -> None:
     """Stop a job after its next complete save (--now: at once); a queued job is cancelled."""
-    client = _client(config_path, socket_path)
-    res = _call(lambda: client.json("POST", f"/jobs/{job_id}/stop", json={"now": now}))
+    client = client_for(config_path, socket_path)
+    res = call(lambda: client.json("POST", f"/jobs/{job_id}/stop", json={"now": now}))
     if as_json:
         _dump(res)
     else:
