@@ -451,7 +451,7 @@ def test_show_prints_the_diagnosis_of_the_jobs_report(
         def json(self, method: str, path: str) -> dict[str, object]:
             return job
 
-    monkeypatch.setattr(commands, "_client", lambda *a: FakeClient())
+    monkeypatch.setattr(commands, "client_for", lambda *a: FakeClient())
     out = CliRunner().invoke(commands.show, ["3"])
     assert out.exit_code == 0, out.output
     assert "  diagnosis: low variance (confidence 0.70)" in out.output
